@@ -1,0 +1,153 @@
+"""Pure tensor functions shared by the losses, the gradient paradigm and the analysis metrics.
+
+Every cosine-similarity matrix a loss uses goes through :func:`similarity` (or :func:`cross_cosine`),
+tagged with the views of its rows and columns:
+
+- ``"01"``: rows view-0 anchors (``z1``), columns view-1 candidates (``z2``, then ``hard_neg``);
+- ``"10"``: rows view 1, columns view 0 (the reverse direction of a symmetrised loss);
+- ``"00"`` / ``"11"``: same-view matrices.
+
+Inside :func:`record_similarities` each such matrix is appended to a list, which is how
+:func:`csrl.losses.paradigm.effective_decomposition` reads dL/dS off any loss without re-deriving it.
+Outside that context the hook costs one context-variable lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PAIRS = ("01", "10", "00", "11")
+
+_RECORDER: ContextVar[list[tuple[str, Tensor]] | None] = ContextVar("csrl_similarity_recorder", default=None)
+
+# Smallest squared distance of MET (papers.md 1.2): d = sqrt(clamp_min(2 - 2 s, 1e-4)).
+MET_MIN_SQ_DIST = 1e-4
+# Cosines are clamped to [-1 + eps, 1 - eps] before arccos so the angle's gradient stays finite.
+ARCCOS_EPS = 1e-6
+
+
+@contextmanager
+def record_similarities() -> Iterator[list[tuple[str, Tensor]]]:
+    """Collect ``(pair, S)`` for every :func:`similarity` computed inside the ``with`` block."""
+    store: list[tuple[str, Tensor]] = []
+    token = _RECORDER.set(store)
+    try:
+        yield store
+    finally:
+        _RECORDER.reset(token)
+
+
+def similarity(a: Tensor, b: Tensor, *, pair: str) -> Tensor:
+    """(n, m) dot products ``a @ b.T`` of already L2-normalised rows, i.e. cosines; recorded under ``pair``."""
+    if pair not in PAIRS:
+        raise ValueError(f"pair must be one of {PAIRS}, got {pair!r}")
+    s = a @ b.T
+    store = _RECORDER.get()
+    if store is not None:
+        store.append((pair, s))
+    return s
+
+
+def cross_cosine(z1: Tensor, cands: Tensor) -> Tensor:
+    """S_ij = cos(z1_i, cands_j), (B, M), for raw (unnormalised) inputs; the anchor-view matrix ``"01"``."""
+    return similarity(F.normalize(z1, dim=-1), F.normalize(cands, dim=-1), pair="01")
+
+
+def candidates(z2: Tensor, hard_neg: Tensor | None) -> Tensor:
+    """Columns of the anchor-view matrix: the positives ``z2`` followed by the hard negatives, (M, D)."""
+    return z2 if hard_neg is None else torch.cat([z2, hard_neg], dim=0)
+
+
+def check_pair(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, name: str) -> None:
+    """Shape checks shared by every loss: (B, D) views with B >= 2 (in-batch negatives need two rows)."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"{name}: z1 and z2 must both be (batch, dim), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    if z1.shape[0] < 2:
+        raise ValueError(f"{name}: batch size must be >= 2 (in-batch negatives need another row), got 1")
+    if hard_neg is not None and hard_neg.shape != z1.shape:
+        raise ValueError(f"{name}: hard_neg must have the shape of z1 {tuple(z1.shape)}, got {tuple(hard_neg.shape)}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+
+
+def diag_mask(n: int, m: int, device: torch.device) -> Tensor:
+    """(n, m) boolean mask, True on the positive (j == i) of each row."""
+    return torch.eye(n, m, dtype=torch.bool, device=device)
+
+
+def negatives_max(s: Tensor) -> Tensor:
+    """max_{j != i} S_ij per row: the hardest negative's cosine, (B,). Diagonal excluded by a boolean mask."""
+    pos = diag_mask(s.shape[0], s.shape[1], s.device)
+    return s.masked_fill(pos, float("-inf")).amax(dim=1)
+
+
+def hardest_negative(s: Tensor) -> Tensor:
+    """argmax_{j != i} S_ij per row, (B,) long."""
+    pos = diag_mask(s.shape[0], s.shape[1], s.device)
+    return s.masked_fill(pos, float("-inf")).argmax(dim=1)
+
+
+def safe_arccos(s: Tensor) -> Tensor:
+    """arccos with the argument clamped to [-1 + ARCCOS_EPS, 1 - ARCCOS_EPS]."""
+    return torch.arccos(s.clamp(-1 + ARCCOS_EPS, 1 - ARCCOS_EPS))
+
+
+def met_distance(s: Tensor) -> Tensor:
+    """d = sqrt(clamp_min(2 - 2 s, 1e-4)): Euclidean distance of unit vectors with cosine ``s``."""
+    return (2 - 2 * s).clamp_min(MET_MIN_SQ_DIST).sqrt()
+
+
+def gate_rows(x: Tensor, keep: Tensor) -> Tensor:
+    """Rows with ``keep`` True pass unchanged; the others are detached (no gradient flows into them)."""
+    return torch.where(keep[:, None], x, x.detach())
+
+
+def off_diagonal_softmax(s: Tensor, temperature: float) -> Tensor:
+    """W_ij = softmax_{j != i}(S_ij / temperature), zero on the diagonal; rows sum to 1."""
+    pos = diag_mask(s.shape[0], s.shape[1], s.device)
+    return torch.softmax((s / temperature).masked_fill(pos, float("-inf")), dim=1)
+
+
+def off_diagonal_power(s: Tensor, power: float, floor: float = 1e-4) -> Tensor:
+    """W_ij = clamp_min(S_ij, floor)^power / sum_{k != i} clamp_min(S_ik, floor)^power, zero diagonal."""
+    pos = diag_mask(s.shape[0], s.shape[1], s.device)
+    w = s.clamp_min(floor).pow(power).masked_fill(pos, 0.0)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+def alignment(x: Tensor, y: Tensor, alpha: float = 2.0) -> Tensor:
+    """Wang & Isola alignment E_i ||x_i - y_i||_2^alpha of paired rows (inputs L2-normalised), scalar.
+
+    x, y: (n, d). Relations: the MHE loss's alignment term is this with alpha = 2 (= 2 - 2 s_ii').
+    """
+    return (x - y).norm(dim=1).pow(alpha).mean()
+
+
+def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
+    """Wang & Isola uniformity log E_{i<j} exp(-t ||x_i - x_j||^2) over distinct pairs (inputs normalised).
+
+    x: (n, d), n >= 2; scalar. For unit vectors ||x_i - x_j||^2 = 2 - 2 cos, so this is a log-mean-exp of
+    cosines; the MHE loss's uniformity term is the log-sum-exp of the same pairs at t = 1/(2 tau).
+    """
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("uniformity needs at least 2 rows")
+    sq = torch.pdist(x, p=2).pow(2)
+    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())

@@ -1,0 +1,165 @@
+"""Atomic, durable file writes: a reader sees the old content or the new one, never a half-written file.
+
+Every writer follows the same recipe: write to a hidden temporary beside the target
+(``.<name>.<random>.tmp``, same directory so the final rename never crosses file systems), flush and
+``fsync`` it, ``os.replace`` it onto the target, then ``fsync`` the directory so the rename itself
+survives a power cut. On an exception the temporary is removed and the old file is left untouched. Only a
+hard crash (SIGKILL, power loss) between creating and renaming the temporary can leave a
+``.<name>.*.tmp`` file behind; the target is intact in that case too.
+
+New files get the usual ``0o666 & ~umask`` permissions (not the ``0o600`` of ``tempfile``); a replaced
+file keeps its mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fsync_dir",
+    "fsync_file",
+]
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename or new file inside ``path``) to disk; no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush an already written file's content to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _current_umask() -> int:
+    # Reading /proc avoids the set-and-restore race of os.umask() in multi-threaded programs.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _target_mode(path: Path, default: int) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return default & ~_current_umask()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary + fsync + rename + directory fsync)."""
+    path = Path(path)
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    mode = _target_mode(path, 0o666)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(parent)
+
+
+def atomic_write_text(path: Path | str, text: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` atomically; no newline translation (what you pass is what lands on disk)."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: Path | str, obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Serialise ``obj`` as UTF-8 JSON (plus a final newline) and write it atomically.
+
+    The object is serialised before anything touches the disk, so an unserialisable value raises
+    ``TypeError`` and leaves the old file as it was.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not p.is_symlink():
+                fsync_file(p)
+        fsync_dir(Path(dirpath))
+
+
+@contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """Build a directory in a temporary beside ``path`` and move it into place when the block succeeds.
+
+    Usage::
+
+        with atomic_dir(run_dir / "checkpoint-1000") as tmp:
+            save_weights(tmp / "model.safetensors")
+            atomic_write_json(tmp / "state.json", state)
+
+    On success every file in the temporary is fsync'ed and the directory is renamed onto ``path``.
+    An existing ``path`` is first renamed aside to ``.<name>.old-<random>/content`` and deleted only after
+    the new directory is in place; if the second rename fails the old directory is renamed back. POSIX
+    has no atomic swap of two directories, so a hard crash between the two renames leaves ``path`` absent
+    and the complete old copy at ``.<name>.old-*/content`` (restore it by renaming). If the block raises,
+    the temporary is deleted and ``path`` is untouched.
+    """
+    path = Path(path)
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    mode = _target_mode(path, 0o777)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        _fsync_tree(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
+            os.rename(path, old / "content")
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old / "content", path)
+                raise
+            fsync_dir(parent)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+            fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
