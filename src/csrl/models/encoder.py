@@ -256,7 +256,9 @@ class Encoder(nn.Module):
                 for idx in batches:
                     feats = self._pad([ids[i] for i in idx])
                     with torch.autocast(
-                        self.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                        self.device.type,
+                        dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None,
                     ):
                         emb = self(feats)
                     emb = emb.float()
@@ -286,7 +288,12 @@ class Encoder(nn.Module):
                 for idx in batches:
                     feats = self._pad([ids[i] for i in idx])
                     hs = self.hidden_states(feats, all_layers=True)
-                    p = pool(self.pooler, hs, feats["attention_mask"], first_last_layers=self.config.first_last_layers)
+                    p = pool(
+                        self.pooler,
+                        hs,
+                        feats["attention_mask"],
+                        first_last_layers=self.config.first_last_layers,
+                    )
                     if self.pooler == "cls" and self.use_head():
                         p = self.head(p)
                     for row, i in enumerate(idx):

@@ -1,0 +1,5 @@
+import sys
+
+from csrl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,82 @@
+"""sentence-transformers modules for what its own modules cannot express.
+
+Used in saved model folders (``modules.json``) for the ``first_last_avg`` and ``last2_avg`` poolers and
+for the ``tanh_linear`` head kept at inference; ``SentenceTransformer(dir)`` then needs csrl installed.
+``cls``, ``cls_before_pooler`` and ``mean`` use sentence-transformers' own ``Pooling`` (and ``Dense``
+for a ``linear``/``linear_tanh`` head kept at inference), so those folders load without csrl.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules.module import Module
+from torch import Tensor, nn
+
+from csrl.models.pooling import masked_mean
+
+
+class LayerAveragePooling(Module):
+    """Mean of the mask-aware token averages of two hidden-state layers (``first_last_avg``, ``last2_avg``)."""
+
+    config_keys: list[str] = ["embedding_dimension", "layers"]
+
+    def __init__(self, embedding_dimension: int, layers: list[int]) -> None:
+        super().__init__()
+        self.embedding_dimension = embedding_dimension
+        self.layers = list(layers)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        hs = features["all_layer_embeddings"]
+        mask = features["attention_mask"]
+        vecs = [masked_mean(hs[i], mask) for i in self.layers]
+        features["sentence_embedding"] = torch.stack(vecs).mean(0)
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> LayerAveragePooling:
+        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
+        return cls(**config)
+
+
+class TanhLinear(Module):
+    """Tanh then Linear on the sentence embedding (paper B's RoBERTa head)."""
+
+    config_keys: list[str] = ["dim"]
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        emb: Tensor = features["sentence_embedding"]
+        features["sentence_embedding"] = self.linear(torch.tanh(emb))
+        return features
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> TanhLinear:
+        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
+        model = cls(**config)
+        return cls.load_torch_weights(
+            model_name_or_path=model_name_or_path, subfolder=subfolder, model=model, **hub
+        )

@@ -1,0 +1,110 @@
+"""The training step, split at the seam every extension plugs into:
+
+``embed(batch) -> Views`` (one forward over all views) -> ``loss(views) -> LossOutput`` -> backward.
+
+``cached_embed_and_backward`` is the GradCache variant: embed in chunks without a graph, compute the
+loss and the embedding gradients on the full batch, then re-encode each chunk with a graph (replaying
+its dropout RNG state) and back-propagate the cached gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from csrl.losses.registry import LossOutput
+from csrl.train import distributed as dist
+
+
+@dataclass
+class Views:
+    """Embeddings of one batch: anchors, positives, optional hard negatives (each (B, D))."""
+
+    z1: Tensor
+    z2: Tensor
+    hard_neg: Tensor | None = None
+
+    def gathered(self) -> Views:
+        """All ranks' rows (this rank's still in the graph); identity on one process."""
+        hn = dist.all_gather_with_grad(self.hard_neg) if self.hard_neg is not None else None
+        return Views(dist.all_gather_with_grad(self.z1), dist.all_gather_with_grad(self.z2), hn)
+
+
+def split_views(z: Tensor, n_views: int) -> Views:
+    chunks = z.chunk(n_views, dim=0)
+    return Views(chunks[0], chunks[1], chunks[2] if n_views == 3 else None)
+
+
+def compute_loss(loss_fn: nn.Module, views: Views) -> LossOutput:
+    """Loss on the global batch, scaled by the world size so DDP's gradient mean is the exact gradient."""
+    g = views.gathered()
+    out: LossOutput = loss_fn(g.z1, g.z2, g.hard_neg)
+    scale = dist.world_size()
+    if scale != 1:
+        out = LossOutput(out.total * scale, out.terms)
+    return out
+
+
+@contextlib.contextmanager
+def _fork_rng(device: torch.device) -> Iterator[None]:
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def cached_embed_and_backward(
+    encoder: nn.Module,
+    features: dict[str, Tensor],
+    n_views: int,
+    loss_fn: nn.Module,
+    chunk_size: int,
+    *,
+    autocast: Callable[[], contextlib.AbstractContextManager[None]],
+    scale: Callable[[Tensor], Tensor] = lambda t: t,
+) -> tuple[LossOutput, Views]:
+    """GradCache step over the concatenated views; returns the loss and the (detached) views.
+
+    Each chunk's RNG state is recorded before its no-graph forward and restored before its re-forward,
+    so dropout masks are identical in both passes; afterwards the RNG continues from where the first
+    pass left it. Parameter gradients equal those of an uncached step using the same per-chunk masks.
+    """
+    rows = features["input_ids"].shape[0]
+    device = features["input_ids"].device
+    starts = list(range(0, rows, chunk_size))
+    states, reps = [], []
+    with torch.no_grad():
+        for s in starts:
+            states.append(_rng_state(device))
+            chunk = {k: v[s : s + chunk_size] for k, v in features.items()}
+            with autocast():
+                reps.append(encoder(chunk).float())
+    end_state = _rng_state(device)
+    z = torch.cat(reps).detach().requires_grad_(True)
+    out = compute_loss(loss_fn, split_views(z, n_views))
+    (grad,) = torch.autograd.grad(scale(out.total), z)
+    no_sync = getattr(encoder, "no_sync", None)  # DDP: all-reduce once, after the last chunk
+    for n, (s, state) in enumerate(zip(starts, states, strict=True)):
+        _set_rng_state(state, device)
+        chunk = {k: v[s : s + chunk_size] for k, v in features.items()}
+        sync = no_sync() if no_sync is not None and n < len(starts) - 1 else contextlib.nullcontext()
+        with sync:
+            with autocast():
+                rep = encoder(chunk).float()
+            rep.backward(grad[s : s + chunk_size])
+    _set_rng_state(end_state, device)
+    return LossOutput(out.total.detach(), out.terms), split_views(z.detach(), n_views)
