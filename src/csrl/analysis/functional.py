@@ -62,9 +62,7 @@ def looks_special(token: str) -> bool:
     return bool(_SPECIAL_PATTERN.match(token))
 
 
-def classify_token(
-    token: str, functional: Collection[str], special_tokens: Collection[str] | None = None
-) -> int:
+def classify_token(token: str, functional: Collection[str], special_tokens: Collection[str] | None = None) -> int:
     """Kind of one vocabulary entry: ``FUNCTIONAL`` (1), ``CONTENT`` (2) or ``OTHER`` (0).
 
     ``functional`` holds lower-case words; ``special_tokens`` the tokenizer's special tokens

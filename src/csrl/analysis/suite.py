@@ -47,6 +47,10 @@ def _floats(t: Tensor) -> list[float]:
     return [float(v) for v in t.tolist()]
 
 
+def _mean(t: Tensor) -> float:
+    return float(t.mean()) if t.numel() else float("nan")
+
+
 @dataclass
 class SentenceAnalysis:
     """Sentence-level geometry of pooled embeddings (n_sentences, dim)."""
@@ -65,7 +69,7 @@ class SentenceAnalysis:
     singular_values_centered: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))  # type: ignore[no-any-return]
+        return _jsonable(asdict(self))
 
 
 @dataclass
@@ -107,7 +111,7 @@ class AnalysisResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))  # type: ignore[no-any-return]
+        return _jsonable(asdict(self))
 
     def to_json(self, indent: int | None = None) -> str:
         """Strict JSON (NaN becomes null)."""
@@ -173,7 +177,12 @@ def _anisotropy_rows(offsets: Tensor, n_samples: int, seeds: Sequence[int]) -> l
     return rows
 
 
-def _kinds(index: tm.OccurrenceIndex, vocab: IdToToken | None, functional: Any, special: Any) -> Tensor:
+def _kinds(
+    index: tm.OccurrenceIndex,
+    vocab: IdToToken | None,
+    functional: Collection[str] | None,
+    special: Collection[str] | None,
+) -> Tensor:
     if vocab is None:
         return torch.zeros_like(index.token_ids)
     return token_kinds(index.token_ids, vocab, functional=functional, special_tokens=special)
@@ -212,31 +221,34 @@ def analyze_token_states(
     bucket = tm.frequency_buckets(index.counts, frequency_edges)
     n_buckets = len(frequency_edges)
 
-    out: dict[str, list[Any]] = {k: [] for k in _PER_LAYER}
+    out: dict[str, Any] = {k: [] for k in _PER_LAYER}
     for x in states.layers:
-        ani = torch.tensor([tm.anisotropy_baseline(x, r) for r in sample_rows], dtype=torch.float64)
-        selfsim = tm.self_similarity(x, index)
-        intra = tm.intra_sentence_similarity(x, states.sentence_index, n_sent)
-        norms = tm.token_norms(x)
-        a, s_mean, i_mean = float(ani.mean()), float(selfsim.mean()), float(intra.nanmean())
+        m = tm.layer_token_metrics(
+            x, sentence_index=states.sentence_index, n_sentences=n_sent, index=index, sample_rows=sample_rows
+        )
+        a, s_mean, i_mean = (
+            float(m.anisotropy.mean()),
+            _mean(m.self_similarity),
+            float(m.intra_similarity.nanmean()),
+        )
         out["anisotropy"].append(a)
-        out["anisotropy_std"].append(float(ani.std(unbiased=False)))
+        out["anisotropy_std"].append(float(m.anisotropy.std(unbiased=False)))
         out["self_similarity"].append(s_mean)
         out["adjusted_self_similarity"].append(s_mean - a)
         out["intra_similarity"].append(i_mean)
         out["adjusted_intra_similarity"].append(i_mean - a)
-        out["norm_mean"].append(float(norms.mean()))
-        out["norm_std"].append(float(norms.std(unbiased=False)))
-        out["functional_self_similarity"].append(tm.masked_mean(selfsim, is_fun))
-        out["content_self_similarity"].append(tm.masked_mean(selfsim, is_con))
-        out["frequency_self_similarity"].append([tm.masked_mean(selfsim, bucket == b) for b in range(n_buckets)])
-        dims, shares = tm.top_dimensions(tm.rogue_dimension_shares(x[sample_rows[0]]), rogue_top_k)
-        out["rogue_dims"].append(dims)
-        out["rogue_shares"].append(shares)
-        tdims, tshares = tm.top_dimensions(tm.token_rogue_shares(x, index).mean(dim=0), rogue_top_k)
-        out["token_rogue_dims"].append(tdims)
-        out["token_rogue_shares"].append(tshares)
-        out["token_self_similarity"].append(_floats(selfsim))
+        out["norm_mean"].append(float(m.norms.mean()))
+        out["norm_std"].append(float(m.norms.std(unbiased=False)))
+        out["functional_self_similarity"].append(tm.masked_mean(m.self_similarity, is_fun))
+        out["content_self_similarity"].append(tm.masked_mean(m.self_similarity, is_con))
+        out["frequency_self_similarity"].append(
+            [tm.masked_mean(m.self_similarity, bucket == b) for b in range(n_buckets)]
+        )
+        for name, shares in (("rogue", m.rogue_shares), ("token_rogue", m.token_rogue_shares)):
+            dims, values = tm.top_dimensions(shares, rogue_top_k)
+            out[f"{name}_dims"].append(dims)
+            out[f"{name}_shares"].append(values)
+        out["token_self_similarity"].append(_floats(m.self_similarity))
 
     pooled = sentence_embeddings if sentence_embeddings is not None else getattr(states, "pooled", None)
     sentence = None
@@ -306,19 +318,23 @@ def dynamics_probe(
     """
     out: dict[str, float] = {}
     if states is not None:
-        x = states.layers[layer]
         gen = torch.Generator().manual_seed(seed)
         rows = tm.sample_one_token_per_sentence(states.offsets, n_samples=anisotropy_samples, generator=gen)
-        ani = tm.anisotropy_baseline(x, rows)
-        n_sent = int(states.offsets.numel() - 1)
-        intra = float(tm.intra_sentence_similarity(x, states.sentence_index, n_sent).nanmean())
         index = tm.occurrence_index(states.token_ids, states.sentence_index, min_count=min_count)
-        selfsim = tm.self_similarity(x, index)
+        n_sent = int(states.offsets.numel() - 1)
+        m = tm.layer_token_metrics(
+            states.layers[layer],
+            sentence_index=states.sentence_index,
+            n_sentences=n_sent,
+            index=index,
+            sample_rows=[rows],
+        )
+        ani, intra, selfsim = float(m.anisotropy[0]), float(m.intra_similarity.nanmean()), m.self_similarity
         out["geometry/anisotropy"] = ani
-        out["geometry/norm_mean"] = float(tm.token_norms(x).mean())
+        out["geometry/norm_mean"] = float(m.norms.mean())
         out["geometry/intra_similarity"] = intra
         out["geometry/adjusted_intra_similarity"] = intra - ani
-        out["geometry/self_similarity"] = float(selfsim.mean()) if selfsim.numel() else float("nan")
+        out["geometry/self_similarity"] = _mean(selfsim)
         if vocab is not None:
             kinds = _kinds(index, vocab, functional, special_tokens)
             out["geometry/functional_self_similarity"] = tm.masked_mean(selfsim, kinds == FUNCTIONAL)

@@ -2,7 +2,8 @@
 
 All functions take one layer's packed token vectors ``x`` (n_tokens, dim): non-padding tokens of all
 sentences concatenated in order, as in ``csrl.models.encoder.TokenStates``, with ``sentence_index``
-(n_tokens,) and ``offsets`` (n_sentences + 1,). Cosines are computed in float64.
+(n_tokens,) and ``offsets`` (n_sentences + 1,). Row-wise work is float32 (large float64 copies cost more
+than the metrics); sums are taken to float64 before the final formulas.
 
 Every "mean off-diagonal cosine" uses the segment-sum identity: for k unit vectors u_1..u_k,
 
@@ -23,9 +24,16 @@ _EPS = 1e-12
 
 
 def unit_rows(x: Tensor) -> Tensor:
-    """Rows of ``x`` (n, dim) scaled to unit L2 norm, in float64 (zero rows stay zero)."""
-    x64 = x.to(torch.float64)
-    return x64 / x64.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    """Rows of ``x`` (n, dim) scaled to unit L2 norm, float32 or float64 as given (zero rows stay zero)."""
+    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return xf / xf.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+def _cos_mean_from_sum(s: Tensor, k: Tensor | int) -> Tensor:
+    """(||s||^2 - k) / (k (k - 1)) in float64, along the last dim of s."""
+    s64 = s.to(torch.float64)
+    k64 = torch.as_tensor(k, dtype=torch.float64)
+    return ((s64 * s64).sum(dim=-1) - k64) / (k64 * (k64 - 1))
 
 
 def mean_pairwise_cosine(x: Tensor) -> float:
@@ -37,8 +45,7 @@ def mean_pairwise_cosine(x: Tensor) -> float:
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"mean_pairwise_cosine needs at least 2 rows, got {n}")
-    s = unit_rows(x).sum(dim=0)
-    return float((s.dot(s) - n) / (n * (n - 1)))
+    return float(_cos_mean_from_sum(unit_rows(x.to(torch.float64)).sum(dim=0), n))
 
 
 # ---------------------------------------------------------------- anisotropy baseline
@@ -74,6 +81,8 @@ class OccurrenceIndex:
     token_ids: (T,) qualifying ids, ascending. counts: (T,) total occurrences in the corpus.
     n_contexts: (T,) sentences containing the id (k >= 2). rows: (M,) row of the first occurrence of
     each qualifying id in each sentence containing it. group: (M,) index into token_ids for each row.
+    row_group: (n_tokens,) the group of every row, T for rows that do not enter (a dump slot, so
+    segment sums need no gather).
     """
 
     token_ids: Tensor
@@ -81,6 +90,7 @@ class OccurrenceIndex:
     n_contexts: Tensor
     rows: Tensor
     group: Tensor
+    row_group: Tensor
 
 
 def occurrence_index(token_ids: Tensor, sentence_index: Tensor, *, min_count: int = 5) -> OccurrenceIndex:
@@ -105,28 +115,36 @@ def occurrence_index(token_ids: Tensor, sentence_index: Tensor, *, min_count: in
     slot = torch.full((vocab,), -1, dtype=torch.long)
     slot[qualifying] = torch.arange(qualifying.numel())
     sel = keep[uniq_ids]
+    rows, group = first[sel], slot[uniq_ids[sel]]
+    row_group = torch.full((n,), qualifying.numel(), dtype=torch.long)
+    row_group[rows] = group
     return OccurrenceIndex(
         token_ids=qualifying,
         counts=counts[qualifying],
         n_contexts=contexts[qualifying],
-        rows=first[sel],
-        group=slot[uniq_ids[sel]],
+        rows=rows,
+        group=group,
+        row_group=row_group,
     )
 
 
-def _group_unit_sums(x: Tensor, index: OccurrenceIndex) -> Tensor:
-    """(T, dim) float64: S_t = sum of unit vectors of token t's first occurrences."""
-    u = unit_rows(x[index.rows])
-    out = torch.zeros((index.token_ids.numel(), x.shape[1]), dtype=torch.float64)
-    return out.index_add_(0, index.group, u)
+def group_unit_sums(u: Tensor, index: OccurrenceIndex) -> Tensor:
+    """(T, dim) float64: S_t = sum of the unit vectors ``u`` (n_tokens, dim) of token t's first
+    occurrences (one ``index_add`` over all rows; non-entering rows land in a dropped slot)."""
+    t = index.token_ids.numel()
+    out = torch.zeros((t + 1, u.shape[1]), dtype=u.dtype).index_add_(0, index.row_group, u)
+    return out[:t].to(torch.float64)
 
 
 def self_similarity(x: Tensor, index: OccurrenceIndex) -> Tensor:
     """Per qualifying token (T,) float64: mean off-diagonal cosine among its occurrences,
     (||S_t||^2 - k_t) / (k_t (k_t - 1)), S_t the sum of the k_t unit vectors (Ethayarajh 2019)."""
-    s = _group_unit_sums(x, index)
-    k = index.n_contexts.to(torch.float64)
-    return ((s * s).sum(dim=1) - k) / (k * (k - 1))
+    return self_similarity_from_sums(group_unit_sums(unit_rows(x), index), index)
+
+
+def self_similarity_from_sums(sums: Tensor, index: OccurrenceIndex) -> Tensor:
+    """:func:`self_similarity` given the (T, dim) sums of :func:`group_unit_sums`."""
+    return _cos_mean_from_sum(sums, index.n_contexts)
 
 
 # ---------------------------------------------------------------- intra-sentence similarity, norms
@@ -134,21 +152,26 @@ def intra_sentence_similarity(x: Tensor, sentence_index: Tensor, n_sentences: in
     """Per sentence (n_sentences,) float64: mean over its tokens of cos(x_i, m_s), with m_s the mean of
     the sentence's token vectors at this layer (mask-aware mean pooling, special tokens included).
 
-    Sentences without tokens give NaN."""
-    x64 = x.to(torch.float64)
+    Sentences without tokens give NaN. Computed from segment sums: the sum over the sentence of
+    cos(x_i, m_s) is (sum_i u_i) . m_s / ||m_s||, with u_i the unit vectors.
+    """
+    return intra_similarity_from_units(x, unit_rows(x), sentence_index, n_sentences)
+
+
+def intra_similarity_from_units(x: Tensor, u: Tensor, sentence_index: Tensor, n_sentences: int) -> Tensor:
+    """:func:`intra_sentence_similarity` given ``u = unit_rows(x)``."""
     idx = sentence_index.to(torch.long)
+    dim = x.shape[1]
     length = torch.bincount(idx, minlength=n_sentences).to(torch.float64)
-    pooled = torch.zeros((n_sentences, x.shape[1]), dtype=torch.float64).index_add_(0, idx, x64)
-    pooled = pooled / length.clamp_min(1.0).unsqueeze(1)
-    dots = (x64 * pooled[idx]).sum(dim=1)
-    cos = dots / (x64.norm(dim=1) * pooled.norm(dim=1)[idx]).clamp_min(_EPS)
-    total = torch.zeros(n_sentences, dtype=torch.float64).index_add_(0, idx, cos)
-    return total / length
+    sum_x = torch.zeros((n_sentences, dim), dtype=u.dtype).index_add_(0, idx, x.to(u.dtype))
+    sum_u = torch.zeros((n_sentences, dim), dtype=u.dtype).index_add_(0, idx, u)
+    mean_dir = unit_rows(sum_x.to(torch.float64))  # direction of the mean-pooled vector
+    return (sum_u.to(torch.float64) * mean_dir).sum(dim=1) / length
 
 
 def token_norms(x: Tensor) -> Tensor:
     """L2 norm of every token vector (n_tokens,) float64 ("distance to the origin")."""
-    return x.to(torch.float64).norm(dim=1)
+    return x.float().norm(dim=1).to(torch.float64)
 
 
 # ---------------------------------------------------------------- rogue dimensions
@@ -161,7 +184,7 @@ def rogue_dimension_shares(x: Tensor, *, include_self_pairs: bool = False) -> Te
       include_self_pairs=True:   share_d = S_d^2 / ||S||^2   (all pairs a, b, as paper A's code does).
     Shares sum to 1; a few dominant dimensions are "rogue".
     """
-    u = unit_rows(x)
+    u = unit_rows(x.to(torch.float64))
     s = u.sum(dim=0)
     if include_self_pairs:
         return s * s / (s.dot(s)).clamp_min(_EPS)
@@ -171,8 +194,12 @@ def rogue_dimension_shares(x: Tensor, *, include_self_pairs: bool = False) -> Te
 
 def token_rogue_shares(x: Tensor, index: OccurrenceIndex) -> Tensor:
     """(T, dim): :func:`rogue_dimension_shares` with self pairs on each token's occurrence set."""
-    s = _group_unit_sums(x, index)
-    return s * s / (s * s).sum(dim=1, keepdim=True).clamp_min(_EPS)
+    return rogue_shares_from_sums(group_unit_sums(unit_rows(x), index))
+
+
+def rogue_shares_from_sums(sums: Tensor) -> Tensor:
+    """Row-wise S_d^2 / ||S||^2 of (T, dim) unit-vector sums (see :func:`token_rogue_shares`)."""
+    return sums * sums / (sums * sums).sum(dim=1, keepdim=True).clamp_min(_EPS)
 
 
 def top_dimensions(shares: Tensor, k: int) -> tuple[list[int], list[float]]:
@@ -194,3 +221,43 @@ def frequency_buckets(counts: Tensor, edges: Sequence[int]) -> Tensor:
     Counts below edges[0] get -1. Log-spaced edges (e.g. 5, 10, 20, 50, ...) suit Zipfian counts."""
     bounds = torch.tensor(list(edges), dtype=counts.dtype)
     return torch.bucketize(counts, bounds, right=True) - 1
+
+
+# ---------------------------------------------------------------- one layer, shared work
+@dataclass(frozen=True)
+class LayerTokenMetrics:
+    """Everything of one layer. anisotropy: (n_samples,) one value per row sample. self_similarity:
+    (T,). intra_similarity: (n_sentences,). norms: (n_tokens,). rogue_shares: (dim,) pairs a != b of the
+    first anisotropy sample. token_rogue_shares: (dim,) mean over tokens of their shares (self pairs in)."""
+
+    anisotropy: Tensor
+    self_similarity: Tensor
+    intra_similarity: Tensor
+    norms: Tensor
+    rogue_shares: Tensor
+    token_rogue_shares: Tensor
+
+
+def layer_token_metrics(
+    x: Tensor,
+    *,
+    sentence_index: Tensor,
+    n_sentences: int,
+    index: OccurrenceIndex,
+    sample_rows: Sequence[Tensor],
+) -> LayerTokenMetrics:
+    """The token metrics of one layer x (n_tokens, dim) from a single pass of unit vectors; the same
+    values as the individual functions (:func:`anisotropy_baseline`, :func:`self_similarity`, ...)."""
+    xf = x.float()
+    norms = xf.norm(dim=1)
+    u = xf / norms.clamp_min(_EPS).unsqueeze(1)
+    sums = group_unit_sums(u, index)
+    token_shares = rogue_shares_from_sums(sums)
+    return LayerTokenMetrics(
+        anisotropy=torch.tensor([mean_pairwise_cosine(u[r]) for r in sample_rows], dtype=torch.float64),
+        self_similarity=self_similarity_from_sums(sums, index),
+        intra_similarity=intra_similarity_from_units(xf, u, sentence_index, n_sentences),
+        norms=norms.to(torch.float64),
+        rogue_shares=rogue_dimension_shares(u[sample_rows[0]]),
+        token_rogue_shares=token_shares.mean(dim=0) if token_shares.shape[0] else token_shares.sum(dim=0),
+    )

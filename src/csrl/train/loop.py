@@ -388,7 +388,7 @@ def train(
                 metrics.close()
                 raise NonFiniteError(
                     f"non-finite {'loss' if not torch.isfinite(out.total) else 'gradient'} at step {step} "
-                    f"(loss={float(out.total)}); no update was applied and no weights were written",
+                    f"(loss={float(out.total.detach())}); no update was applied and no weights were written",
                     hint=f"last good checkpoint: {last or 'none'} (resume with csrl train --resume {run_dir}); "
                     "lower train.lr, use precision=fp32, or set train.on_nonfinite=skip",
                 )
