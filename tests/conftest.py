@@ -78,9 +78,13 @@ def fake_data_dir(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
     d = root / "sts" / "stsb"
     d.mkdir(parents=True)
     for split in ("train", "dev", "test"):
-        (d / f"sts-{split}.csv").write_text("".join(f"g\tf\t2012\t{i}\t{g}\t{a}\t{b}\n" for i, (a, b, g) in enumerate(pairs(24))))
+        (d / f"sts-{split}.csv").write_text(
+            "".join(f"g\tf\t2012\t{i}\t{g}\t{a}\t{b}\n" for i, (a, b, g) in enumerate(pairs(24)))
+        )
     (d / "raw").mkdir()
-    (d / "raw" / "sts-test.csv").write_text("".join(f"g\tf\t2012\t{i}\t{g}\t{a.capitalize()}\t{b}\n" for i, (a, b, g) in enumerate(pairs(24))))
+    (d / "raw" / "sts-test.csv").write_text(
+        "".join(f"g\tf\t2012\t{i}\t{g}\t{a.capitalize()}\t{b}\n" for i, (a, b, g) in enumerate(pairs(24)))
+    )
     d = root / "sts" / "sickr"
     d.mkdir(parents=True)
     for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):

@@ -85,7 +85,9 @@ if "test-nan-at-3" not in _LOSSES:
             return LossOutput(loss, {"x": loss.detach()})
 
 
-def test_nan_stops_at_the_step_and_names_the_checkpoint(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+def test_nan_stops_at_the_step_and_names_the_checkpoint(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
     _calls["n"] = 0
     cfg = _cfg(tiny_model_dir, tiny_corpus, tmp_path / "run", "loss.name=test-nan-at-3", "train.paradigm_every=0")
     with pytest.raises(NonFiniteError) as err:
@@ -108,7 +110,9 @@ def test_nan_skip_mode_continues(tiny_model_dir: Path, tiny_corpus: Path, tmp_pa
         assert torch.isfinite(v).all()
 
 
-def test_grad_accumulation_with_in_batch_negatives_is_refused(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+def test_grad_accumulation_with_in_batch_negatives_is_refused(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
     with pytest.raises(CsrlError, match="cache_chunk_size"):
         train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "run", "train.grad_accum_steps=2"))
 
@@ -118,7 +122,9 @@ def test_batch_larger_than_corpus(tiny_model_dir: Path, tiny_corpus: Path, tmp_p
         train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "run", "train.batch_size=100000"))
 
 
-def test_cached_batches_match_uncached_and_log_same_loss(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+def test_cached_batches_match_uncached_and_log_same_loss(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
     """With dropout off, a GradCache run follows the uncached run step for step."""
     from transformers import AutoConfig
 

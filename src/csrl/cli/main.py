@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from csrl.errors import CsrlError
 
@@ -94,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_encoder(model: str, pooler: str | None, device: str | None = None):  # type: ignore[no-untyped-def]
     from csrl.models.encoder import Encoder
 
-    overrides = {"pooler": pooler} if pooler else {}
+    overrides: dict[str, Any] = {"pooler": pooler} if pooler else {}
     enc = Encoder.from_pretrained(model=model, **overrides)
     if device:
         enc = enc.to(device)
@@ -169,10 +170,84 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analysis
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from csrl.analysis.cli_support import run_analyze
+    import torch
+
+    from csrl.analysis.plots import save_all_plots
+    from csrl.analysis.suite import analyze_token_states
+    from csrl.data.sts import load_analysis_sentences, load_sts_task
+    from csrl.utils.io import atomic_write_text
 
     _threads(args.threads)
-    return run_analyze(args, _data_dir(args))
+    data_dir = _data_dir(args)
+    if args.sentences:
+        src = Path(args.sentences)
+        if not src.is_file():
+            raise CsrlError(f"sentence file {src} not found", hint="one sentence per line, UTF-8")
+        sentences = [s for s in src.read_text(encoding="utf-8").splitlines() if s.strip()]
+        source = str(src)
+    else:
+        sentences = load_analysis_sentences(data_dir)
+        source = "STS-B test sentence1 (sts/stsb/raw/sts-test.csv, cased)"
+    if args.limit:
+        sentences = sentences[: args.limit]
+    if len(sentences) < 2:
+        raise CsrlError(f"need at least 2 sentences to analyze, got {len(sentences)}")
+    enc = _load_encoder(args.model, args.pooler)
+    t0 = time.perf_counter()
+    states = enc.token_states(sentences, batch_size=args.batch_size)
+    t1 = time.perf_counter()
+    pairs = None
+    try:
+        stsb = load_sts_task("stsb", data_dir, split="test").subsets[0]
+        keep = [i for i, g in enumerate(stsb.scores) if g > 4.0]
+        a = enc.encode([stsb.sentences1[i] for i in keep], batch_size=128)
+        b = enc.encode([stsb.sentences2[i] for i in keep], batch_size=128)
+        pairs = (torch.from_numpy(a), torch.from_numpy(b))
+    except CsrlError:
+        pass  # no STS-B: alignment is skipped
+    t2 = time.perf_counter()
+    tok = enc.tokenizer
+    result = analyze_token_states(
+        states,
+        vocab=tok.convert_ids_to_tokens,
+        special_tokens=set(tok.all_special_tokens),
+        seed=args.seed,
+        positive_pairs=pairs,
+    )
+    t3 = time.perf_counter()
+    result.extra.update(
+        {
+            "model": args.model,
+            "pooler": enc.pooler,
+            "sentences": source,
+            "seconds_forward": t1 - t0,
+            "seconds_positive_pairs": t2 - t1,
+            "seconds_metrics": t3 - t2,
+        }
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "analysis.json", result.to_json(indent=2))
+    figures = save_all_plots(result, out)
+    print(
+        "| layer | anisotropy | self-sim | adj. self-sim | intra-sim | adj. intra-sim | norm | funct. ss | content ss |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i in range(result.n_layers):
+        print(
+            f"| {i} | {result.anisotropy[i]:.3f} | {result.self_similarity[i]:.3f} | "
+            f"{result.adjusted_self_similarity[i]:.3f} | {result.intra_similarity[i]:.3f} | "
+            f"{result.adjusted_intra_similarity[i]:.3f} | {result.norm_mean[i]:.2f} | "
+            f"{result.functional_self_similarity[i]:.3f} | {result.content_self_similarity[i]:.3f} |"
+        )
+    if result.sentence is not None:
+        s = result.sentence
+        print(f"\nsentence level: {json.dumps({k: v for k, v in s.__dict__.items() if isinstance(v, float)})}")
+    print(
+        f"\n{len(sentences)} sentences, {result.n_tokens} tokens: forward {t1 - t0:.1f}s, "
+        f"metrics {t3 - t2:.1f}s; written {out / 'analysis.json'} and {len(figures)} figures"
+    )
+    return 0
 
 
 def cmd_paradigm_simulate(args: argparse.Namespace) -> int:

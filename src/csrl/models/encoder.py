@@ -69,7 +69,7 @@ class EncoderConfig:
     """How sentences become vectors."""
 
     model: str = DEFAULT_MODEL  # local path, Hub id, or the embedded default
-    pooler: str = "cls"  # cls | cls_before_pooler | mean | first_last_avg | last2_avg (SimCSE aliases ok)
+    pooler: str = "auto"  # auto | cls | cls_before_pooler | mean | first_last_avg | last2_avg (SimCSE aliases)
     head: str = "auto"  # auto | none | linear_tanh | linear | tanh_linear; auto = linear_tanh for cls
     mlp_only_train: bool = True  # SimCSE: the head is used in training only
     head_init_std: float | None = None  # paper B: 6e-3; None = nn.Linear's default init
@@ -78,7 +78,7 @@ class EncoderConfig:
 
     def resolved_head(self) -> str:
         if self.head == "auto":
-            return "linear_tanh" if canonical_pooler(self.pooler) == "cls" else "none"
+            return "linear_tanh" if self.pooler != "auto" and canonical_pooler(self.pooler) == "cls" else "none"
         if self.head not in HEADS:
             raise CsrlError(f"unknown head {self.head!r}", hint=f"valid heads: auto, {', '.join(HEADS)}")
         return self.head
@@ -101,14 +101,28 @@ class TokenStates:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _folder_pooler(folder: Path) -> str:
+    """``auto``: a sentence-transformers folder's own pooling (cls or mean), else ``cls`` (SimCSE)."""
+    cfg = folder / "1_Pooling" / "config.json"
+    if cfg.is_file():
+        pooling = json.loads(cfg.read_text())
+        if pooling.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if pooling.get("pooling_mode_cls_token"):
+            return "cls_before_pooler"
+    return "cls"
+
+
 class Encoder(nn.Module):
+    backbone: Any  # a transformers PreTrainedModel
+
     def __init__(self, backbone: nn.Module, tokenizer: Any, config: EncoderConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
         self.pooler = canonical_pooler(config.pooler)
-        dim = int(backbone.config.hidden_size)
+        dim = int(self.backbone.config.hidden_size)
         self.head = Head(config.resolved_head(), dim, init_std=config.head_init_std)
 
     # ----------------------------------------------------------------- construction
@@ -135,13 +149,13 @@ class Encoder(nn.Module):
                 config = EncoderConfig(**{**kept, **user, "model": config.model})
                 if (local / HEAD_WEIGHTS).exists():
                     saved_head = local / HEAD_WEIGHTS
-            elif (local / "1_Pooling" / "config.json").exists() and "pooler" not in overrides:
-                pass
         elif path.startswith((".", "/", "~")) or path.count("/") > 1:
             raise CsrlError(
                 f"model path {path} does not exist",
                 hint="pass an existing local folder, a Hugging Face Hub id, or omit it for the embedded default",
             )
+        if config.pooler == "auto":
+            config = EncoderConfig(**{**asdict(config), "pooler": _folder_pooler(local)})
         try:
             with _quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(path)
@@ -200,9 +214,7 @@ class Encoder(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Pooled embedding of a tokenised batch; the head applies in training (or always if not mlp_only_train)."""
         states = self.hidden_states(features, all_layers=needs_all_layers(self.pooler))
-        pooled = pool(
-            self.pooler, states, features["attention_mask"], first_last_layers=self.config.first_last_layers
-        )
+        pooled = pool(self.pooler, states, features["attention_mask"], first_last_layers=self.config.first_last_layers)
         if self.pooler == "cls" and self.use_head():
             pooled = self.head(pooled)
         return pooled

@@ -66,8 +66,6 @@ def pool(
         return masked_mean(last, attention_mask)
     if name == "first_last_avg":
         a, b = first_last_layers
-        return (
-            masked_mean(hidden_states[a], attention_mask) + masked_mean(hidden_states[b], attention_mask)
-        ) / 2
+        return (masked_mean(hidden_states[a], attention_mask) + masked_mean(hidden_states[b], attention_mask)) / 2
     # last2_avg
     return (masked_mean(hidden_states[-2], attention_mask) + masked_mean(last, attention_mask)) / 2

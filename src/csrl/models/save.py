@@ -30,6 +30,7 @@ def _pipeline(enc: Encoder) -> tuple[list[dict[str, Any]], dict[str, Any], list[
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
     ]
+    pooling: dict[str, Any]
     if enc.pooler in ("cls", "cls_before_pooler", "mean"):
         pooling = {
             "word_embedding_dimension": dim,
@@ -38,9 +39,7 @@ def _pipeline(enc: Encoder) -> tuple[list[dict[str, Any]], dict[str, Any], list[
             "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False,
         }
-        modules.append(
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
-        )
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
     else:
         layers = list(enc.config.first_last_layers) if enc.pooler == "first_last_avg" else [-2, -1]
         pooling = {"embedding_dimension": dim, "layers": layers}
@@ -50,9 +49,7 @@ def _pipeline(enc: Encoder) -> tuple[list[dict[str, Any]], dict[str, Any], list[
     extra: list[tuple[str, dict[str, Any]]] = []
     if enc.pooler == "cls" and not enc.config.mlp_only_train and enc.head.linear is not None:
         if enc.head.kind == "tanh_linear":
-            modules.append(
-                {"idx": 2, "name": "2", "path": "2_Dense", "type": "csrl.models.st_modules.TanhLinear"}
-            )
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "csrl.models.st_modules.TanhLinear"})
             extra.append(("2_Dense", {"dim": dim}))
         else:
             act = (
@@ -60,9 +57,7 @@ def _pipeline(enc: Encoder) -> tuple[list[dict[str, Any]], dict[str, Any], list[
                 if enc.head.kind == "linear_tanh"
                 else ("torch.nn.modules.linear.Identity")
             )
-            modules.append(
-                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
-            )
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
             extra.append(
                 (
                     "2_Dense",
@@ -109,7 +104,7 @@ def save_encoder(
     modules, pooling, extra = _pipeline(enc)
     needs_hidden = enc.pooler in ("first_last_avg", "last2_avg")
     with atomic_dir(path) as tmp:
-        backbone = enc.backbone
+        backbone: Any = enc.backbone
         old = getattr(backbone.config, "output_hidden_states", False)
         backbone.config.output_hidden_states = needs_hidden
         try:

@@ -27,7 +27,7 @@ class LayerAveragePooling(Module):
         self.embedding_dimension = embedding_dimension
         self.layers = list(layers)
 
-    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         hs = features["all_layer_embeddings"]
         mask = features["attention_mask"]
         vecs = [masked_mean(hs[i], mask) for i in self.layers]
@@ -44,7 +44,9 @@ class LayerAveragePooling(Module):
         self.save_config(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> LayerAveragePooling:
+    def load(  # type: ignore[override]
+        cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
+    ) -> LayerAveragePooling:
         hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
         return cls(**config)
@@ -60,7 +62,7 @@ class TanhLinear(Module):
         self.dim = dim
         self.linear = nn.Linear(dim, dim)
 
-    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         emb: Tensor = features["sentence_embedding"]
         features["sentence_embedding"] = self.linear(torch.tanh(emb))
         return features
@@ -73,10 +75,10 @@ class TanhLinear(Module):
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> TanhLinear:
+    def load(  # type: ignore[override]
+        cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
+    ) -> TanhLinear:
         hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
         model = cls(**config)
-        return cls.load_torch_weights(
-            model_name_or_path=model_name_or_path, subfolder=subfolder, model=model, **hub
-        )
+        return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model, **hub)

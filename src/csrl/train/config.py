@@ -220,7 +220,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise CsrlError(f"train.cache_chunk_size must be >= 1, got {t.cache_chunk_size}")
     from csrl.models.pooling import canonical_pooler
 
-    canonical_pooler(cfg.model.pooler)
+    if cfg.model.pooler != "auto":
+        canonical_pooler(cfg.model.pooler)
     cfg.model.resolved_head()
     if t.final_eval_pooler is not None:
         canonical_pooler(t.final_eval_pooler)
