@@ -284,6 +284,16 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_data_nli(args: argparse.Namespace) -> int:
+    from csrl.data.nli import snli_triplets, write_triplets_csv
+
+    folder = _data_dir(args) / "nli" / "senteval_snli"
+    triplets = snli_triplets(folder, splits=tuple(args.splits.split(",")))
+    out = write_triplets_csv(triplets, Path(args.out))
+    print(f"{len(triplets)} triplets (premise, entailment, contradiction) written to {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="csrl", description="Contrastive sentence representation learning.", epilog=EPILOG)
@@ -358,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     df = dsub.add_parser("fetch", help="download the standard sets (sha256-verified)")
     df.add_argument("--dest", help="target folder (default: --data-dir / $CSRL_DATA_DIR / ~/.cache/csrl/data)")
-    df.add_argument("--groups", default="sts", help="comma-separated: sts, transfer, nli, train")
+    df.add_argument(
+        "--groups",
+        default="sts",
+        help="comma-separated: sts, sts-raw, sts-variants, transfer, nli, wiki, train, all (or one task)",
+    )
     df.add_argument("--base-url", help="a mirror holding the same layout")
     df.add_argument("--data-dir")
     df.set_defaults(func=cmd_data_fetch)
@@ -366,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("dir", nargs="?")
     dc.add_argument("--data-dir")
     dc.set_defaults(func=cmd_data_check)
+    dn = dsub.add_parser("nli-triplets", help="build supervised SimCSE triplets from SentEval's SNLI files")
+    dn.add_argument("--out", default="data/snli_triplets.csv", help="CSV with columns sent0,sent1,hard_neg")
+    dn.add_argument("--splits", default="dev,test", help="SNLI splits to use (SentEval ships dev and test)")
+    dn.add_argument("--data-dir")
+    dn.set_defaults(func=cmd_data_nli)
     return p
 
 

@@ -274,7 +274,5 @@ LOADERS: dict[str, Callable[[Path], TransferTask]] = {
 def load_transfer_task(name: str, data_dir: Path) -> TransferTask:
     """Load one task by its SentEval name (one of :data:`TRANSFER_TASKS`)."""
     if name not in LOADERS:
-        raise CsrlError(
-            f"unknown transfer task {name!r}", hint=f"choose from {', '.join(TRANSFER_TASKS)}"
-        )
+        raise CsrlError(f"unknown transfer task {name!r}", hint=f"choose from {', '.join(TRANSFER_TASKS)}")
     return LOADERS[name](data_dir)

@@ -1,1 +1,1 @@
-"""csrl.utils: small helpers shared by the subpackages (atomic, fsync'ed file writes in :mod:`csrl.utils.io`)."""
+"""csrl.utils: small helpers shared by the subpackages (atomic, fsync'ed writes in :mod:`csrl.utils.io`)."""

@@ -154,6 +154,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
                 os.rename(tmp, path)
             except BaseException:
                 os.rename(old / "content", path)
+                old.rmdir()
                 raise
             fsync_dir(parent)
             shutil.rmtree(old, ignore_errors=True)

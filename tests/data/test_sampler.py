@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from csrl.data.corpora import open_corpus
+from csrl.data.sampler import (
+    EpochSampler,
+    NoDuplicatesSampler,
+    find_duplicates_in_batch,
+    record_keys,
+    text_key,
+)
+from csrl.errors import CsrlError
+
+
+def epoch_batches(s: EpochSampler) -> list[list[int]]:
+    return list(s)
+
+
+def test_permutation_is_seeded_per_epoch_and_covers() -> None:
+    s = EpochSampler(103, 10, seed=7, drop_last=False)
+    assert s.steps_per_epoch == len(s) == 11
+    e0 = epoch_batches(s)
+    assert sorted(itertools.chain(*e0)) == list(range(103))
+    assert [len(b) for b in e0] == [10] * 10 + [3]
+    assert list(itertools.chain(*e0)) == np.random.default_rng([7, 0]).permutation(103).tolist()
+    e1 = epoch_batches(s)
+    assert e1 != e0 and sorted(itertools.chain(*e1)) == list(range(103))
+    assert s.state_dict()["epoch"] == 2
+    again = EpochSampler(103, 10, seed=7, drop_last=False)
+    assert epoch_batches(again) == e0 and epoch_batches(again) == e1
+    assert epoch_batches(EpochSampler(103, 10, seed=8, drop_last=False)) != e0
+
+
+def test_drop_last_and_no_shuffle() -> None:
+    s = EpochSampler(25, 10, seed=0)
+    batches = epoch_batches(s)
+    assert len(batches) == 2 and all(len(b) == 10 for b in batches)
+    assert len(set(itertools.chain(*batches))) == 20
+    assert epoch_batches(EpochSampler(25, 10, seed=0, shuffle=False)) == [list(range(10)), list(range(10, 20))]
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 9, 10, 23])
+def test_resume_equivalence(k: int) -> None:
+    """k batches, save, new sampler + load: the rest equals an uninterrupted run, across epochs."""
+    reference = EpochSampler(100, 10, seed=3)
+    expected = [b for _ in range(3) for b in reference]
+    s = EpochSampler(100, 10, seed=3)
+    got: list[list[int]] = []
+    while len(got) < k:
+        for b in s:
+            got.append(b)
+            if len(got) == k:
+                break
+    state = json.loads(json.dumps(s.state_dict()))  # must survive JSON
+    resumed = EpochSampler(100, 10, seed=3)
+    resumed.load_state_dict(state)
+    while len(got) < 30:
+        got.extend(resumed)
+    assert got[:30] == expected
+
+
+def test_load_state_checks_settings() -> None:
+    state = EpochSampler(100, 10, seed=3).state_dict()
+    with pytest.raises(CsrlError, match=r"settings differ from the saved run \(n: saved 100 vs now 99\)"):
+        EpochSampler(99, 10, seed=3).load_state_dict(state)
+    with pytest.raises(CsrlError, match="outside"):
+        EpochSampler(100, 10, seed=3).load_state_dict({**state, "position": 11})
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_sharding_contiguous_disjoint_covering(drop_last: bool) -> None:
+    n, b, world = 107, 4, 3
+    ranks = [EpochSampler(n, b, seed=1, rank=r, world_size=world, drop_last=drop_last) for r in range(world)]
+    per_rank = [epoch_batches(s) for s in ranks]
+    steps = ranks[0].steps_per_epoch
+    assert all(len(p) == steps for p in per_rank)
+    for k in range(steps):
+        sizes = {len(p[k]) for p in per_rank}
+        assert len(sizes) == 1  # every rank gets the same batch size
+        joined = list(itertools.chain(*(p[k] for p in per_rank)))
+        assert joined == ranks[0].global_batch(0, k).tolist()  # rank r holds slice r of the global batch
+    order = np.random.default_rng([1, 0]).permutation(n).tolist()
+    global_order = [i for k in range(steps) for i in ranks[0].global_batch(0, k).tolist()]
+    assert global_order[: min(n, len(global_order))] == order[: len(global_order)]
+    seen = list(itertools.chain(*itertools.chain(*per_rank)))
+    if drop_last:
+        assert len(seen) == len(set(seen)) == (n // (b * world)) * b * world
+    else:
+        assert set(seen) == set(range(n))  # the padded tail repeats a few records from the start
+        assert len(seen) - n < world
+
+
+def test_corpus_smaller_than_a_batch() -> None:
+    with pytest.raises(CsrlError, match=r"has 5 records but one global batch needs 8 \(batch_size=4 x world_size=2\)"):
+        EpochSampler(5, 4, seed=0, world_size=2)
+    assert EpochSampler(5, 8, seed=0, drop_last=False).steps_per_epoch == 1
+    with pytest.raises(CsrlError):
+        EpochSampler(0, 8, seed=0, drop_last=False)
+    with pytest.raises(CsrlError, match="rank"):
+        EpochSampler(50, 4, seed=0, rank=2, world_size=2)
+
+
+def dup_keys(n: int, distinct: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, distinct, size=n)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_no_duplicates_never_repeats_a_key_in_a_global_batch(world: int) -> None:
+    keys = dup_keys(400, 60)  # heavy duplication
+    samplers = [NoDuplicatesSampler(keys, 8, seed=5, rank=r, world_size=world) for r in range(world)]
+    per_rank = [epoch_batches(s) for s in samplers]
+    steps = len(per_rank[0])
+    assert steps >= 3 and all(len(p) == steps for p in per_rank)
+    used: list[int] = []
+    for k in range(steps):
+        global_batch = list(itertools.chain(*(p[k] for p in per_rank)))
+        assert len(global_batch) == 8 * world
+        ks = keys[global_batch].tolist()
+        assert len(set(ks)) == len(ks)
+        used += global_batch
+    assert len(used) == len(set(used))  # no record twice in an epoch
+
+
+def test_no_duplicates_deterministic_and_resumable() -> None:
+    keys = dup_keys(300, 100, seed=1)
+    reference = NoDuplicatesSampler(keys, 10, seed=2)
+    full = list(reference) + list(reference)
+    assert full[: len(full) // 2] != full[len(full) // 2 :]
+    s = NoDuplicatesSampler(keys, 10, seed=2)
+    first = list(itertools.islice(iter(s), 7))
+    resumed = NoDuplicatesSampler(keys, 10, seed=2)
+    resumed.load_state_dict(s.state_dict())
+    rest = list(resumed) + list(resumed)
+    assert first + rest == full
+
+
+def test_no_duplicates_without_duplicates_equals_plain_order() -> None:
+    plain = epoch_batches(EpochSampler(50, 5, seed=4))
+    assert epoch_batches(NoDuplicatesSampler(np.arange(50), 5, seed=4)) == plain
+
+
+def test_no_duplicates_multi_field_keys_from_corpus(tmp_path: Path) -> None:
+    p = tmp_path / "nli.csv"
+    rows = ["sent0,sent1,hard_neg"] + [f"a{i % 7},b{i},c{i % 5}" for i in range(60)]
+    p.write_text("\n".join(rows) + "\n")
+    corpus = open_corpus(p)
+    keys = record_keys(corpus)
+    assert keys.shape == (60, 3) and keys.dtype == np.int64
+    s = NoDuplicatesSampler(keys, 4, seed=0)
+    for batch in s:
+        texts = [t for i in batch for t in corpus.get(i)]
+        assert find_duplicates_in_batch(texts) == []
+
+
+def test_no_duplicates_requires_drop_last() -> None:
+    with pytest.raises(CsrlError, match="drop_last=True"):
+        NoDuplicatesSampler(np.arange(10), 2, seed=0, drop_last=False)
+
+
+def test_find_duplicates_in_batch() -> None:
+    assert find_duplicates_in_batch(["a", "b", "c"]) == []
+    assert find_duplicates_in_batch(["a", "b", "a", "c", "b", "a"]) == [(0, 2), (0, 5), (1, 4), (2, 5)]
+
+
+def test_text_key_is_stable_across_processes() -> None:
+    code = "from csrl.data.sampler import text_key; print(text_key('héllo wörld'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) == text_key("héllo wörld") and 0 <= text_key("x") < 2**63
+    assert Counter(text_key(str(i)) for i in range(1000)).most_common(1)[0][1] == 1
