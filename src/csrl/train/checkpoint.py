@@ -82,7 +82,10 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def prune(root: Path, keep: int) -> None:
+    """Keep the last ``keep`` checkpoints; remove temporaries left by a killed write."""
     for p in list_checkpoints(root)[: -max(keep, 1)]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(f".{PREFIX}*"):
         shutil.rmtree(p, ignore_errors=True)
 
 

@@ -199,6 +199,9 @@ def _check_loss(cfg: LossConfig) -> LossConfig:
                 hint=f"parameters of {name!r}: {', '.join(allowed) or 'none'}",
             )
         checked[k] = _coerce(v, hints.get(k, Any), f"loss.{k}")
+    from csrl.losses.registry import build_loss
+
+    build_loss(cfg.name, **checked)  # value checks (ranges) live in the loss classes
     del params
     return LossConfig(cfg.name, checked)
 

@@ -248,19 +248,11 @@ def train(
         if not (run_dir / "config.json").exists():
             raise CsrlError(f"cannot resume: {run_dir} holds no run", hint="start it with csrl train CONFIG")
         log(f"no checkpoint in {run_dir} yet: starting from the beginning")
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
 
     # -- everything that is built from the seed
-    seed_everything(t.seed)
-    encoder = Encoder.from_pretrained(cfg.model).to(device)
-    loss_fn = build_loss(cfg.loss.name, **dict(cfg.loss.params)).to(device)
+    # (input first: bad data or settings fail before the model is loaded or anything is written)
     corpus = open_corpus(resolve_train_files(cfg, data_dir), fmt=cfg.data.format, columns=cfg.data.columns)  # type: ignore[arg-type]
-    if cfg.data.max_sentences is not None and cfg.data.max_sentences < len(corpus):
-        n_records = cfg.data.max_sentences
-    else:
-        n_records = len(corpus)
+    n_records = min(len(corpus), cfg.data.max_sentences or len(corpus))
     check_batch_semantics(cfg, corpus)
     ws = dist.world_size()
     if t.batch_size % ws:
@@ -272,6 +264,12 @@ def train(
         sampler = NoDuplicatesSampler(keys, local_bs, t.seed, rank=dist.rank(), world_size=ws)
     else:
         sampler = EpochSampler(n_records, local_bs, t.seed, rank=dist.rank(), world_size=ws)
+    loss_fn = build_loss(cfg.loss.name, **dict(cfg.loss.params)).to(device)
+    seed_everything(t.seed)
+    encoder = Encoder.from_pretrained(cfg.model).to(device)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
     n_views = 1 if len(corpus.fields) == 1 else len(corpus.fields)
     steps_per_epoch = sampler.steps_per_epoch
     total = t.max_steps if t.max_steps is not None else steps_per_epoch * t.epochs
