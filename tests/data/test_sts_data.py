@@ -81,3 +81,27 @@ def test_real_counts(data_dir: Path) -> None:
     assert len(load_sts_task("stsb", data_dir, split="dev").subsets[0]) == 1500
     sents = load_analysis_sentences(data_dir)
     assert len(sents) == 1379 and sents[0][0].isupper()  # cased original release
+
+
+def test_hub_loader_maps_to_the_same_types(tmp_path: Path) -> None:
+    """The Hub path (MTEB's STS copies for online users), exercised on a local datasets folder."""
+    from csrl.data.sts import load_sts_from_hub
+
+    folder = tmp_path / "sts12-local"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text(
+        '{"sentence1": "a  b", "sentence2": "c", "score": 2.5}\n{"sentence1": "d", "sentence2": "e f", "score": 4.0}\n'
+    )
+    task = load_sts_from_hub("sts12", repo_id=str(folder))
+    assert task.name == "STS12" and len(task.subsets) == 1
+    p = task.subsets[0]
+    assert p.sentences1 == ("a b", "d") and p.sentences2 == ("c", "e f")
+    np.testing.assert_array_equal(p.scores, [2.5, 4.0])
+
+
+def test_hub_loader_offline_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from csrl.data.sts import load_sts_from_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CsrlError, match="could not load"):
+        load_sts_from_hub("sts12", repo_id=str(tmp_path / "no-such-folder"))

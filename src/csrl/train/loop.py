@@ -92,15 +92,11 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CsrlError(
-            f"train.device={name} but no CUDA device is available", hint="use train.device=cpu or auto"
-        )
+        raise CsrlError(f"train.device={name} but no CUDA device is available", hint="use train.device=cpu or auto")
     return dev
 
 
-def autocast_factory(
-    device: torch.device, precision: str
-) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     if precision == "fp32":
         return contextlib.nullcontext
     if precision == "fp16" and device.type != "cuda":
@@ -181,9 +177,7 @@ def evaluate_dev(encoder: Encoder, data_dir: Path | None, batch_size: int) -> fl
     return res.tasks[0].score("all")
 
 
-def evaluate_suite(
-    encoder: Encoder, data_dir: Path | None, batch_size: int, pooler: str | None
-) -> STSResults:
+def evaluate_suite(encoder: Encoder, data_dir: Path | None, batch_size: int, pooler: str | None) -> STSResults:
     tasks = load_sts_suite(data_dir)
     with pooler_override(encoder, pooler):
         return evaluate_sts(lambda s: encoder.encode(s, batch_size=batch_size), tasks)
@@ -300,7 +294,12 @@ def train(
         log(f"resumed from {resume_from} (step {step})")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None, tensorboard=main)
 
+    log(
+        f"training {cfg.model.model} ({encoder.pooler}, head {encoder.head.kind}) with {cfg.loss.name} on "
+        f"{n_records} records x {len(corpus.fields)} field(s): {total} steps of {t.batch_size}, {t.precision}, {device}"
+    )
     if eval_before and main and resume_from is None and t.final_eval:
+        log("evaluating the untrained model on the 7 STS test sets ...")
         before = evaluate_suite(encoder, data_dir, t.eval_batch_size, t.final_eval_pooler)
         atomic_write_text(run_dir / "results" / "sts_before.json", before.to_json())
 
@@ -327,6 +326,8 @@ def train(
         if main:
             score = evaluate_dev(encoder, data_dir, t.eval_batch_size)
             metrics.log(step, {"eval/stsb_dev_spearman": score})
+            if not t.progress:
+                log(f"step {step}: STS-B dev Spearman {score:.2f}")
             if best_dev is None or score > best_dev:
                 best_dev, best_step = score, step
                 save_encoder(encoder, run_dir / "best", train_config=cfg.to_dict())
@@ -444,6 +445,7 @@ def train(
         best_step = step
     after = None
     if main and t.final_eval:
+        log(f"evaluating the best model (step {best_step}) on the 7 STS test sets ...")
         best = Encoder.from_pretrained(model=str(run_dir / "best")).to(device)
         after = evaluate_suite(best, data_dir, t.eval_batch_size, t.final_eval_pooler)
         atomic_write_text(run_dir / "results" / "sts_test.json", after.to_json())
