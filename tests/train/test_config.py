@@ -7,7 +7,8 @@ import pytest
 from csrl.errors import CsrlError
 from csrl.train.config import apply_overrides, build_config, load_config
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
+_ROOT = Path(__file__).parents[2] / "configs"
+CONFIGS = sorted([*_ROOT.glob("*.yaml"), *_ROOT.glob("losses/*.yaml")])
 
 
 def test_defaults_and_overrides() -> None:

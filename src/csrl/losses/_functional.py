@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,17 @@ from torch import Tensor
 
 PAIRS = ("01", "10", "00", "11")
 
-_RECORDER: ContextVar[list[tuple[str, Tensor]] | None] = ContextVar("csrl_similarity_recorder", default=None)
+
+class Recorded(NamedTuple):
+    """One recorded similarity matrix ``s = rows @ cols.T`` and its view tag ``pair``."""
+
+    pair: str
+    s: Tensor
+    rows: Tensor
+    cols: Tensor
+
+
+_RECORDER: ContextVar[list[Recorded] | None] = ContextVar("csrl_similarity_recorder", default=None)
 
 # Smallest squared distance of MET (papers.md 1.2): d = sqrt(clamp_min(2 - 2 s, 1e-4)).
 MET_MIN_SQ_DIST = 1e-4
@@ -34,9 +45,9 @@ ARCCOS_EPS = 1e-6
 
 
 @contextmanager
-def record_similarities() -> Iterator[list[tuple[str, Tensor]]]:
-    """Collect ``(pair, S)`` for every :func:`similarity` computed inside the ``with`` block."""
-    store: list[tuple[str, Tensor]] = []
+def record_similarities() -> Iterator[list[Recorded]]:
+    """Collect a :class:`Recorded` for every :func:`similarity` computed inside the ``with`` block."""
+    store: list[Recorded] = []
     token = _RECORDER.set(store)
     try:
         yield store
@@ -51,7 +62,7 @@ def similarity(a: Tensor, b: Tensor, *, pair: str) -> Tensor:
     s = a @ b.T
     store = _RECORDER.get()
     if store is not None:
-        store.append((pair, s))
+        store.append(Recorded(pair, s, a, b))
     return s
 
 
@@ -68,9 +79,7 @@ def candidates(z2: Tensor, hard_neg: Tensor | None) -> Tensor:
 def check_pair(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, name: str) -> None:
     """Shape checks shared by every loss: (B, D) views with B >= 2 (in-batch negatives need two rows)."""
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"{name}: z1 and z2 must both be (batch, dim), got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+        raise ValueError(f"{name}: z1 and z2 must both be (batch, dim), got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError(f"{name}: batch size must be >= 2 (in-batch negatives need another row), got 1")
     if hard_neg is not None and hard_neg.shape != z1.shape:
@@ -151,3 +160,96 @@ def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
         raise ValueError("uniformity needs at least 2 rows")
     sq = torch.pdist(x, p=2).pow(2)
     return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
+
+
+# --- paper B's "mod" switches for the non-contrastive objectives (papers.md 1.6) ---------------------------
+
+SWITCHES = ("w_gd", "w_w", "w_r")
+
+
+def parse_variant(variant: str, *, name: str, allowed: tuple[str, ...] = SWITCHES) -> frozenset[str]:
+    """``"ori"`` -> no switch; ``"mod"`` -> every switch in ``allowed``; else a ``.``/``+``-joined subset
+    of ``allowed`` (the reference's spelling, e.g. ``"w_gd.w_r"``)."""
+    if variant == "ori":
+        return frozenset()
+    if variant == "mod":
+        return frozenset(allowed)
+    parts = [p for p in variant.replace("+", ".").split(".") if p]
+    bad = sorted(set(parts) - set(allowed))
+    if not parts or bad:
+        raise ValueError(
+            f"{name}: variant must be 'ori', 'mod' or a '.'-joined subset of {', '.join(allowed)}; got {variant!r}"
+        )
+    return frozenset(parts)
+
+
+def gd_keep(h: Tensor, gd_margin: float) -> Tensor:
+    """``w_gd`` mask, (B,) bool: True where 1 - max_{k != i} cos(h_i, h_k) < gd_margin (same view, detached).
+
+    h: (B, D) L2-normalised. Anchors whose nearest same-view neighbour is farther than the margin are
+    detached by :func:`gate_rows`: their gradient is dissipated.
+    """
+    hd = h.detach()
+    return 1 - negatives_max(hd @ hd.T) < gd_margin
+
+
+def check_no_hard_neg(hard_neg: Tensor | None, name: str) -> None:
+    if hard_neg is not None:
+        raise ValueError(f"{name}: hard negatives are not supported by this objective (use infonce, arccon, mpt, ...)")
+
+
+def strict_lower(n: int, device: torch.device) -> Tensor:
+    """(n, n) boolean mask of the strict lower triangle: each unordered pair {i, k}, i != k, once."""
+    return torch.tril(torch.ones(n, n, dtype=torch.bool, device=device), diagonal=-1)
+
+
+def sample_weights(s: Tensor, switches: frozenset[str], *, temperature: float, weighting: str, power: float) -> Tensor:
+    """Weights w_ik of the sample-wise Barlow Twins / VICReg surrogates, (B, B), from detached cosines ``s``.
+
+    ori: w = s/N * 2/N (linear, diagonal included). ``w_w``: w = e^{s/temperature} (``weighting="exp"``)
+    or clamp_min(s, 1e-4)^power (``"power"``), divided by its off-diagonal total over the whole matrix.
+    The diagonal is returned but :func:`sample_wise_direction` drops it (a radial, gradient-free term).
+    """
+    n = s.shape[0]
+    if "w_w" not in switches:
+        return s * (2.0 / (n * n))
+    if weighting == "exp":
+        w = torch.exp((s - 1.0) / temperature)  # shifted by the max cosine 1; cancels in the normalisation
+    elif weighting == "power":
+        w = s.clamp_min(1e-4).pow(power)
+    else:
+        raise ValueError(f"weighting must be 'exp' or 'power', got {weighting!r}")
+    return w / w.masked_fill(diag_mask(n, n, s.device), 0.0).sum()
+
+
+def sample_wise_direction(
+    u1: Tensor,
+    u2: Tensor,
+    weight: Tensor,
+    *,
+    pairs: tuple[str, str],
+    switches: frozenset[str],
+    lam: float,
+    ratio: float,
+    dim_weight: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """(positive, lambda * negative) of one direction of the Barlow Twins / VICReg surrogates (papers.md 1.6).
+
+    u1: (N, D) normalised anchors, u2: their positives; ``pairs`` = (same-view tag, cross-view tag).
+    negative = sum_{i, k != i} w_ik u1_i . sg(u1_k) (the k = i term of the paper's sum is dropped: it is a
+    constant whose gradient is radial, removed by the normalisation).
+    positive: ori, -sum_i sum_d a_d u1_id sg(u2_id) with a = ``dim_weight`` (Barlow Twins) or a_d = 2/N
+    (VICReg, ``dim_weight=None``); ``w_r``, -lambda R sum_i (sum_{k != i} w_ik) u1_i . u2_i, without
+    stop-gradient on u2 (as the reference code).
+    """
+    n = u1.shape[0]
+    same, cross = pairs
+    weight = weight.masked_fill(diag_mask(n, n, u1.device), 0.0)
+    negative = (weight * similarity(u1, u1.detach(), pair=same)).sum()
+    if "w_r" in switches:
+        positive = -(lam * ratio * weight.sum(dim=1) * similarity(u1, u2, pair=cross).diagonal()).sum()
+    elif dim_weight is None:
+        positive = -(2.0 / n) * similarity(u1, u2.detach(), pair=cross).diagonal().sum()
+    else:
+        positive = -(u1 * u2.detach() * dim_weight).sum()
+    return positive, lam * negative

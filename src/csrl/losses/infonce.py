@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,9 +51,7 @@ def info_nce(
     with a margin. Equals sentence-transformers' MultipleNegativesRankingLoss with scale = 1/temperature.
     """
     check_pair(z1, z2, hard_neg, name="infonce")
-    logits = info_nce_logits(
-        z1, z2, hard_neg, temperature=temperature, hard_negative_weight=hard_negative_weight
-    )
+    logits = info_nce_logits(z1, z2, hard_neg, temperature=temperature, hard_negative_weight=hard_negative_weight)
     labels = torch.arange(z1.shape[0], device=z1.device)
     loss = F.cross_entropy(logits, labels)
     return LossOutput(loss, {"infonce": loss.detach()})
@@ -64,10 +64,10 @@ class InfoNCE(nn.Module):
     def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 0.0) -> None:
         super().__init__()
         check_positive("temperature", temperature)
+        if not math.isfinite(hard_negative_weight):
+            raise ValueError(f"hard_negative_weight must be finite, got {hard_negative_weight}")
         self.temperature = temperature
         self.hard_negative_weight = hard_negative_weight
 
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
-        return info_nce(
-            z1, z2, hard_neg, temperature=self.temperature, hard_negative_weight=self.hard_negative_weight
-        )
+        return info_nce(z1, z2, hard_neg, temperature=self.temperature, hard_negative_weight=self.hard_negative_weight)

@@ -88,8 +88,14 @@ def surrogate(
     h2 = F.normalize(z2, dim=-1)
     l0, l1 = (
         surrogate_direction(
-            a, b, pair=pair, gd_margin=gd_margin, ratio=ratio, weighting=weighting,
-            temperature=temperature, power=power,
+            a,
+            b,
+            pair=pair,
+            gd_margin=gd_margin,
+            ratio=ratio,
+            weighting=weighting,
+            temperature=temperature,
+            power=power,
         )
         for a, b, pair in ((h1, h2, "01"), (h2, h1, "10"))
     )

@@ -59,9 +59,7 @@ def met(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, margin: float
     return LossOutput(loss, {"met": loss.detach()})
 
 
-def mat(
-    z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, margin: float = 0.15 * math.pi
-) -> LossOutput:
+def mat(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, margin: float = 0.15 * math.pi) -> LossOutput:
     """MAT: L_i = max(0, theta_ii' - min_{j != i} theta_ij' + m), theta = arccos s; m = 0.15 pi.
 
     z1, z2, hard_neg: (batch, dim). Since dtheta/ds = -1/sin(theta), the anchor gradient is
@@ -111,4 +109,3 @@ class MAT(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
         return mat(z1, z2, hard_neg, margin=self.margin)
-
