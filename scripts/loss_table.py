@@ -46,8 +46,9 @@ def main() -> int:
             res = out / "results" / "sts_test.json"
             if not res.exists():
                 t0 = time.perf_counter()
-                code = csrl(["train", str(recipe), "--no-before", "--output-dir", str(out), "--set", f"train.seed={seed}",
-                             "--set", "train.progress=false", *sets, *common])  # fmt: skip
+                argv = ["train", str(recipe), "--no-before", "--output-dir", str(out)]
+                argv += ["--set", f"train.seed={seed}", "--set", "train.progress=false", *sets, *common]
+                code = csrl(argv)
                 if code != 0:
                     print(f"{recipe.stem} seed {seed}: exit {code}", file=sys.stderr)
                     continue
@@ -69,7 +70,9 @@ def main() -> int:
     lines = [
         f"| loss | {' | '.join(TASKS)} | Avg (mean ± std over seeds {', '.join(map(str, args.seeds))}) |",
         "|---|" + "---:|" * (len(TASKS) + 1),
-        f"| untrained (cls_before_pooler) | {' | '.join(f'{untrained[t]:.2f}' for t in TASKS)} | {untrained['Avg']:.2f} |",
+        "| untrained (cls_before_pooler) | "
+        + " | ".join(f"{untrained[t]:.2f}" for t in TASKS)
+        + f" | {untrained['Avg']:.2f} |",
     ]
     for name, rs in rows.items():
         lines.append(
