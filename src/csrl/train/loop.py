@@ -226,7 +226,7 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     eval_before: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = lambda msg: print(msg, flush=True),
 ) -> RunResult:
     t = cfg.train
     run_dir = Path(cfg.output_dir)
