@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from csrl.models.encoder import CSRL_CONFIG, HEAD_WEIGHTS, Encoder
+from csrl.models.encoder import CSRL_CONFIG, HEAD_WEIGHTS, Encoder, _quiet_transformers
 from csrl.utils.io import atomic_dir
 
 
@@ -109,7 +109,8 @@ def save_encoder(
         backbone.config.output_hidden_states = needs_hidden
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-            backbone.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+            with _quiet_transformers():
+                backbone.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
         finally:
             backbone.config.output_hidden_states = old
         enc.tokenizer.save_pretrained(str(tmp))
