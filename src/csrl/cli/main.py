@@ -385,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--splits", default="dev,test", help="SNLI splits to use (SentEval ships dev and test)")
     dn.add_argument("--data-dir")
     dn.set_defaults(func=cmd_data_nli)
+
+    from csrl.cli.report_cmds import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
     return p
 
 

@@ -43,6 +43,7 @@ from csrl.models.save import save_encoder
 from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
 from csrl.train.config import RunConfig
+from csrl.train.dynamics import make_dynamics_callback
 from csrl.train.schedule import lr_at
 from csrl.train.step import Views, cached_embed_and_backward, compute_loss, split_views
 from csrl.utils.io import atomic_write_json, atomic_write_text
@@ -293,6 +294,11 @@ def train(
         ckpt.set_rng_state(state["rng"])
         log(f"resumed from {resume_from} (step {step})")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None, tensorboard=main)
+    dyn = make_dynamics_callback(cfg, encoder, data_dir) if main else None
+    if dyn is not None:
+        callbacks = [*callbacks, dyn]
+        if resume_from is None:
+            metrics.log(0, dyn.initial(encoder))
 
     log(
         f"training {cfg.model.model} ({encoder.pooler}, head {encoder.head.kind}) with {cfg.loss.name} on "

@@ -1,0 +1,100 @@
+"""``csrl dynamics``, ``csrl sweep`` and ``csrl report``: figures, grid sweeps and HTML reports.
+
+Hooked into :func:`csrl.cli.main.build_parser` by ``add_parsers(sub)``. Like the rest of ``csrl.cli``,
+these read argv and the environment (``CSRL_DATA_DIR``) and hand plain values to ``csrl.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from csrl.errors import CsrlError
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir).expanduser()
+    from csrl.data.sts import default_data_dir
+
+    return default_data_dir()
+
+
+def cmd_dynamics(args: argparse.Namespace) -> int:
+    from csrl.report.dynamics import plot_run
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise CsrlError(f"run folder {run} does not exist", hint="pass the output_dir of a csrl train run")
+    t0 = time.perf_counter()
+    paths = plot_run(run, args.out)
+    for p in paths:
+        print(p)
+    print(f"{len(paths)} figures in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from csrl.report.sweep import load_sweep, run_sweep, write_summary
+
+    sweep = load_sweep(Path(args.config), output_dir=args.output_dir)
+    if args.dry_run:
+        print(f"{len(sweep.cells)} cells -> {sweep.output_dir}/cells/")
+        for c in sweep.cells:
+            print(f"  {c.name}")
+        return 0
+    t0 = time.perf_counter()
+    failed: list[str] = []
+    if not args.collect_only:
+        status = run_sweep(sweep, data_dir=_data_dir(args), jobs=args.jobs, threads=args.threads)
+        failed = [name for name, st in status.items() if st == "failed"]
+    elif not (sweep.output_dir / "sweep.json").is_file():
+        raise CsrlError(
+            f"nothing to collect: {sweep.output_dir} holds no sweep yet", hint="run it without --collect-only"
+        )
+    paths = write_summary(sweep.output_dir)
+    print((sweep.output_dir / "summary" / "results.md").read_text(encoding="utf-8"))
+    print(f"summary: {', '.join(str(p) for p in paths[:4])} (+{len(paths) - 4} figures)")
+    print(f"report: csrl report {sweep.output_dir}   ({time.perf_counter() - t0:.0f}s)")
+    if failed:
+        print(f"failed cells ({len(failed)}): {', '.join(failed)}; see their train.log; rerun to retry")
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from csrl.report.html import write_report
+
+    t0 = time.perf_counter()
+    out = write_report(Path(args.path), args.out)
+    size = out.stat().st_size / 1e6
+    print(f"report written to {out} ({size:.1f} MB, {time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``dynamics``, ``sweep`` and ``report`` to the ``csrl`` subparsers."""
+    d = sub.add_parser("dynamics", help="learning-dynamics figures from a run's metrics.jsonl")
+    d.add_argument("run_dir", help="a run folder (csrl train output_dir)")
+    d.add_argument("--out", help="output folder (default: RUN_DIR/dynamics)")
+    d.set_defaults(func=cmd_dynamics)
+
+    s = sub.add_parser("sweep", help="run a grid of training runs (resumable) and compare them")
+    s.add_argument("config", help="sweep YAML (see configs/sweeps/)")
+    s.add_argument("--collect-only", action="store_true", help="re-collect tables and plots without running")
+    s.add_argument("--dry-run", action="store_true", help="expand and validate the grid, list the cells, stop")
+    s.add_argument("--jobs", type=int, default=None, help="cells at once (default: the sweep's setting, 1)")
+    s.add_argument("--output-dir", help="sweep folder (overrides output_dir)")
+    s.add_argument("--data-dir", help="data folder (default: $CSRL_DATA_DIR or ~/.cache/csrl/data)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads per cell")
+    s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("report", help="one self-contained HTML page for a run or a sweep folder")
+    r.add_argument("path", help="a run folder or a sweep folder")
+    r.add_argument("--out", "-o", help="output file (default: PATH/report.html)")
+    r.set_defaults(func=cmd_report)
+
+
+__all__ = ["add_parsers", "cmd_dynamics", "cmd_report", "cmd_sweep"]

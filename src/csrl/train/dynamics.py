@@ -1,0 +1,180 @@
+"""Learning dynamics: a training callback that probes the embedding geometry every ``k`` steps.
+
+Paper A (papers.md 2) follows anisotropy, self-similarity of functional and content tokens,
+intra-sentence similarity and token norms over training; SimCSE (papers.md 5) follows alignment and
+uniformity. :class:`DynamicsCallback` computes them on a fixed probe set (by default the first
+``train.dynamics_probe_size`` STS-B test ``sentence1``, paper A's analysis sentences), last layer, with
+:func:`csrl.analysis.suite.dynamics_probe`, and returns them as ``"geometry/<name>"`` metrics, which the
+trainer merges into ``metrics.jsonl``. Alignment uses STS-B test pairs with a gold score above 4.
+
+The probe runs in eval mode (no dropout, no training head under ``mlp_only_train``: the geometry of the
+embeddings that are evaluated), restores the training mode, and runs inside ``torch.random.fork_rng``,
+so a run with the callback is bit-identical to a run without it. Step 0 (the untrained model) has no
+:class:`~csrl.train.loop.StepInfo`; the trainer records it with :meth:`DynamicsCallback.initial`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from csrl.analysis.functional import IdToToken
+from csrl.analysis.suite import dynamics_probe
+from csrl.errors import CsrlError
+from csrl.models.encoder import Encoder
+from csrl.train.config import RunConfig
+
+if TYPE_CHECKING:  # the trainer imports this module; StepInfo is only needed for annotations
+    from csrl.train.loop import StepInfo
+
+POSITIVE_THRESHOLD = 4.0  # STS-B gold score above which a pair counts as positive (SimCSE Fig. 2)
+
+
+class DynamicsCallback:
+    """Geometry of a fixed probe set every ``every`` steps (``"geometry/..."`` metrics).
+
+    sentences: the probe set. positive_pairs: (x sentences, y sentences) for alignment, or None.
+    vocab / special_tokens: for the functional/content split; None = read from the encoder's tokenizer
+    at the first call. Other arguments go to :func:`~csrl.analysis.suite.dynamics_probe`.
+    """
+
+    def __init__(
+        self,
+        sentences: Sequence[str],
+        *,
+        every: int,
+        positive_pairs: tuple[Sequence[str], Sequence[str]] | None = None,
+        vocab: IdToToken | None = None,
+        special_tokens: Collection[str] | None = None,
+        functional: Collection[str] | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+        anisotropy_samples: int = 1000,
+        min_count: int = 5,
+    ) -> None:
+        if every < 1:
+            raise CsrlError(f"dynamics probe every {every} steps: must be >= 1")
+        if len(sentences) < 2:
+            raise CsrlError(f"the dynamics probe needs at least 2 sentences, got {len(sentences)}")
+        self.sentences = list(sentences)
+        self.every = every
+        self.pairs = None if positive_pairs is None else (list(positive_pairs[0]), list(positive_pairs[1]))
+        if self.pairs is not None and len(self.pairs[0]) != len(self.pairs[1]):
+            raise CsrlError("positive pairs: the two sides differ in length")
+        self.vocab = vocab
+        self.special_tokens = special_tokens
+        self.functional = functional
+        self.batch_size = batch_size
+        self.seed = seed
+        self.anisotropy_samples = anisotropy_samples
+        self.min_count = min_count
+        self.steps: list[int] = []  # steps probed so far (step 0 included)
+
+    def __call__(self, info: StepInfo) -> dict[str, float] | None:
+        if info.step % self.every:
+            return None
+        return self.probe(info.encoder, step=info.step)
+
+    def initial(self, encoder: Encoder) -> dict[str, float]:
+        """The step-0 probe (before the first update); the trainer logs it at step 0."""
+        return self.probe(encoder, step=0)
+
+    def probe(self, encoder: Encoder, *, step: int | None = None) -> dict[str, float]:
+        """Run the probe now: eval mode, no grad, the torch RNG untouched, training mode restored."""
+        if self.vocab is None:
+            tok = encoder.tokenizer
+            self.vocab = list(tok.convert_ids_to_tokens(list(range(len(tok)))))
+            self.special_tokens = list(getattr(tok, "all_special_tokens", [])) or None
+        was_training = encoder.training
+        dev = encoder.device
+        cuda = [dev.index or 0] if dev.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.no_grad():
+                encoder.eval()
+                states = encoder.token_states(self.sentences, batch_size=self.batch_size)
+                pairs = self._encode_pairs(encoder)
+        finally:
+            encoder.train(was_training)
+        out = dynamics_probe(
+            states,
+            positive_pairs=pairs,
+            vocab=self.vocab,
+            functional=self.functional,
+            special_tokens=self.special_tokens,
+            seed=self.seed,
+            anisotropy_samples=self.anisotropy_samples,
+            min_count=self.min_count,
+        )
+        if step is not None:
+            self.steps.append(step)
+        return out
+
+    def _encode_pairs(self, encoder: Encoder) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.pairs or not self.pairs[0]:
+            return None
+        xs, ys = self.pairs
+        uniq = list(dict.fromkeys([*xs, *ys]))
+        emb = torch.from_numpy(encoder.encode(uniq, batch_size=self.batch_size))
+        row = {s: i for i, s in enumerate(uniq)}
+        return emb[[row[s] for s in xs]], emb[[row[s] for s in ys]]
+
+
+def probe_sentences(data_dir: Path | None, limit: int) -> list[str]:
+    """STS-B test ``sentence1`` (the raw, cased release; the SentEval copy when the raw one is absent)."""
+    from csrl.data.sts import load_analysis_sentences, load_sts_task
+
+    try:
+        return load_analysis_sentences(data_dir, limit=limit)
+    except CsrlError as raw_error:
+        try:
+            task = load_sts_task("stsb", data_dir, split="test")
+        except CsrlError:
+            raise raw_error from None
+        return list(task.subsets[0].sentences1[:limit])
+
+
+def positive_pairs(data_dir: Path | None, threshold: float = POSITIVE_THRESHOLD) -> tuple[list[str], list[str]] | None:
+    """STS-B test pairs with a gold score above ``threshold``; None when STS-B is not available."""
+    from csrl.data.sts import load_sts_task
+
+    try:
+        task = load_sts_task("stsb", data_dir, split="test")
+    except CsrlError:
+        return None
+    p = task.subsets[0]
+    keep = [i for i, g in enumerate(p.scores) if g > threshold]
+    return [p.sentences1[i] for i in keep], [p.sentences2[i] for i in keep]
+
+
+def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | None) -> DynamicsCallback | None:
+    """The callback for ``cfg.train.dynamics_every`` (None when it is 0).
+
+    The trainer calls callbacks only on logged steps, so ``dynamics_every`` must be a multiple of
+    ``log_every``.
+    """
+    t = cfg.train
+    if not t.dynamics_every:
+        return None
+    if t.dynamics_every % t.log_every:
+        raise CsrlError(
+            f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
+            hint="callbacks run on logged steps only: use a multiple of log_every",
+        )
+    if t.dynamics_probe_size < 2:
+        raise CsrlError(f"train.dynamics_probe_size must be >= 2, got {t.dynamics_probe_size}")
+    tok = encoder.tokenizer
+    return DynamicsCallback(
+        probe_sentences(data_dir, t.dynamics_probe_size),
+        every=t.dynamics_every,
+        positive_pairs=positive_pairs(data_dir),
+        vocab=list(tok.convert_ids_to_tokens(list(range(len(tok))))),
+        special_tokens=list(getattr(tok, "all_special_tokens", [])) or None,
+        batch_size=min(t.eval_batch_size, 128),
+        seed=0,  # the same anisotropy token draw in every run, so runs compare on the same tokens
+    )
+
+
+__all__ = ["POSITIVE_THRESHOLD", "DynamicsCallback", "make_dynamics_callback", "positive_pairs", "probe_sentences"]
