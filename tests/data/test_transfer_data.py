@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def _write(path: Path, content: bytes | str) -> Path:
     ("loader", "n_pos", "n_neg"),
     [(load_mr, 5331, 5331), (load_cr, 2407, 1368), (load_subj, 5000, 5000), (load_mpqa, 3312, 7294)],
 )
-def test_binary_counts(loader, n_pos: int, n_neg: int) -> None:  # type: ignore[no-untyped-def]
+def test_binary_counts(loader: Callable[[Path], BinaryTask], n_pos: int, n_neg: int) -> None:
     task = loader(_real_data_dir())
     assert len(task.data) == n_pos + n_neg
     assert task.data.labels == (1,) * n_pos + (0,) * n_neg

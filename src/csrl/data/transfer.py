@@ -61,9 +61,7 @@ class LabeledPairs:
 
     def __post_init__(self) -> None:
         if not len(self.first) == len(self.second) == len(self.labels):
-            raise ValueError(
-                f"{len(self.first)} first, {len(self.second)} second sentences, {len(self.labels)} labels"
-            )
+            raise ValueError(f"{len(self.first)} first, {len(self.second)} second sentences, {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -12,17 +12,22 @@ Two trainers share one interface, :func:`train_probes`: ``x`` (n, dim) float32, 
   ``int(0.05 n)`` indices of one permutation, is held out for early stopping;
 * one *epoch* is ``epoch_size`` passes over the shuffled training set in batches of ``batch_size``,
   minimising the batch-mean cross-entropy with Adam (lr 1e-3) or RMSprop (lr 1e-2), torch defaults,
-  and the L2 penalty as the optimizer's ``weight_decay`` (on weight and bias, grad += l2 * param);
+  and the L2 penalty as the optimizer's ``weight_decay`` (on weight and bias: grad += l2 * param);
 * after each epoch the validation accuracy is computed; a strictly better one keeps a copy of the
-  model, otherwise a counter of failures grows and training stops once it has reached ``tenacity``
-  before the increment (SentEval never resets the counter, so training stops at the
-  ``tenacity + 1``-th epoch without improvement, consecutive or not), or after ``max_epoch``;
-* the probe returned is the best copy; its ``val_accuracy`` is the best validation accuracy.
+  model, otherwise a failure counter is checked against ``tenacity`` and then incremented; SentEval
+  never resets it, so training stops at the ``tenacity + 1``-th epoch without improvement,
+  consecutive or not, or once more than ``max_epoch`` passes were made;
+* the probe returned is the best copy; its ``val_accuracy`` is the best validation accuracy, which is
+  what SentEval's ``clf.score`` on the validation set returns after ``fit``.
 
-The probes of one call see the same data and the same seed, so SentEval would shuffle identically
-for each of them; they are therefore trained together as one (len(l2regs) * n_classes, dim) matrix,
-which is exact (the loss is a sum of per-probe terms, Adam and RMSprop act elementwise) and about
-len(l2regs) times cheaper in Python overhead.
+Implementation choices that keep that logic: the probes of one call see the same data and seed, so
+SentEval would shuffle identically for each; they are trained together as one
+(len(l2regs) * n_classes, dim + 1) matrix (bias as the last column, x gets a column of ones), which
+is exact because the loss is a sum of per-probe terms and Adam and RMSprop act elementwise. The
+gradient of the batch-mean cross-entropy is written out, (softmax - one_hot) / batch, instead of
+going through autograd, and the updates are torch's own Adam/RMSprop. Training runs on one thread
+(``ProbeConfig.threads``): these products are too small to share, and on a busy machine waiting
+threads slowed training tenfold.
 
 ``backend="sklearn"`` (the fast mode) fits ``LogisticRegression(C=1 / (l2 * n), lbfgs)`` on the whole
 training set, with no early stopping. The torch objective is mean cross-entropy + (l2 / 2) ||W||^2;
@@ -39,24 +44,28 @@ at the same points SentEval does.
 
 Known differences from SentEval: rounding uses Python's ``round`` throughout (SentEval mixes
 ``round`` on Python and numpy floats, which can differ on exact ties); ``dev_selection`` reuses the
-probe trained for the chosen penalty instead of training an identical one again; floating-point
-sums may differ in the last bits because the probes are trained as one matrix; the folds come from
-the installed scikit-learn's ``StratifiedKFold``, whose shuffling changed in scikit-learn 0.22.
+probe trained for the chosen penalty instead of training an identical one again; float sums differ
+in the last bits (joint matrix, explicit gradient, CPU instead of CUDA); the folds come from the
+installed scikit-learn's ``StratifiedKFold`` (its shuffling changed in 0.22) with ``config.seed``,
+where InnerKFoldClassifier hard-codes 1111 (the same at the default seed). SentEval's
+``loss_fn.size_average = False`` is set after construction and so, since torch 0.4.1, has no effect:
+the loss is the batch mean there as here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -79,6 +88,7 @@ class ProbeConfig:
     seed: int = 1111  # numpy/torch seed of every probe and random_state of the folds
     l2_grid: tuple[float, ...] = L2_GRID  # penalties searched (weight_decay; C = 1 / (l2 n) for sklearn)
     sklearn_max_iter: int = 1000  # lbfgs iterations of the sklearn backend
+    threads: int | None = 1  # torch/BLAS threads while training (restored after); None leaves them
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ def init_linear(dim: int, n_classes: int, seed: int) -> tuple[torch.Tensor, torc
     return weight, bias
 
 
-def train_torch_probes(
+def _fit_torch(
     x: FloatArray,
     y: IntArray,
     *,
@@ -142,7 +152,6 @@ def train_torch_probes(
     config: ProbeConfig,
     validation: tuple[FloatArray, IntArray] | None = None,
 ) -> list[LinearProbe]:
-    """SentEval's ``MLP(nhid=0).fit``, once per penalty in l2regs, trained jointly (see module doc)."""
     rng = np.random.RandomState(config.seed)
     if validation is None:
         permutation = rng.permutation(len(x))
@@ -151,66 +160,69 @@ def train_torch_probes(
         x, y = x[permutation[n_dev:]], y[permutation[n_dev:]]
     else:
         x_val, y_val = validation
+    if len(x_val) == 0:
+        raise ValueError(f"empty validation set: {len(x)} training examples are too few for early stopping")
     n_probes, dim = len(l2regs), x.shape[1]
-    x_train = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    y_train = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    x_dev = torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))
-    y_dev = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    x_train, y_train = _with_ones(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    x_dev, y_dev = _with_ones(x_val), torch.from_numpy(np.asarray(y_val, dtype=np.int64))
 
+    # One (n_probes * n_classes, dim + 1) matrix: probe r owns rows r * n_classes ... (r + 1) * n_classes - 1,
+    # the last column is its bias (x gets a column of ones). All probes start from the same nn.Linear.
     weight0, bias0 = init_linear(dim, n_classes, config.seed)
-    # Probe r owns rows r * n_classes ... (r + 1) * n_classes - 1.
-    weight = weight0.repeat(n_probes, 1).requires_grad_()
-    bias = bias0.repeat(n_probes).requires_grad_()
-    decay = torch.tensor(list(l2regs), dtype=torch.float32).repeat_interleave(n_classes)
+    params = torch.cat([weight0, bias0[:, None]], dim=1).repeat(n_probes, 1)
+    params.grad = torch.zeros_like(params)
+    decay = torch.tensor(list(l2regs), dtype=torch.float32).repeat_interleave(n_classes)[:, None]
     optimizer: torch.optim.Optimizer
-    if config.optim == "adam":
-        optimizer = torch.optim.Adam([weight, bias])
-    else:
-        optimizer = torch.optim.RMSprop([weight, bias])
+    optimizer = torch.optim.Adam([params]) if config.optim == "adam" else torch.optim.RMSprop([params])
 
     best = [-1.0] * n_probes
-    best_weight = weight.detach().clone()
-    best_bias = bias.detach().clone()
+    best_params = params.clone()
+    best_epochs = [0] * n_probes
     failures = [0] * n_probes
     active = [True] * n_probes
-    best_epochs = [0] * n_probes
     n_epoch = 0
     while any(active) and n_epoch <= config.max_epoch:
         for _ in range(config.epoch_size):
-            _train_pass(weight, bias, decay, optimizer, x_train, y_train, rng, config.batch_size, n_classes)
+            _train_pass(params, decay, optimizer, x_train, y_train, rng, config.batch_size, n_classes)
         n_epoch += config.epoch_size
-        with torch.no_grad():
-            predicted = torch.addmm(bias, x_dev, weight.T).view(len(x_dev), n_probes, n_classes).argmax(-1)
-            correct = (predicted == y_dev[:, None]).sum(0).tolist()
+        predicted = (x_dev @ params.T).view(len(x_dev), n_probes, n_classes).argmax(-1)
+        correct = (predicted == y_dev[:, None]).sum(0).tolist()
         for r in range(n_probes):
             if not active[r]:
                 continue
             accuracy = 1.0 * correct[r] / len(x_dev)
-            rows = slice(r * n_classes, (r + 1) * n_classes)
             if accuracy > best[r]:
                 best[r], best_epochs[r] = accuracy, n_epoch
-                best_weight[rows] = weight.detach()[rows]
-                best_bias[rows] = bias.detach()[rows]
+                rows = slice(r * n_classes, (r + 1) * n_classes)
+                best_params[rows] = params[rows]
             else:
                 if failures[r] >= config.tenacity:
                     active[r] = False
                 failures[r] += 1
 
-    return [
-        LinearProbe(
-            weight=best_weight[r * n_classes : (r + 1) * n_classes].numpy().copy(),
-            bias=best_bias[r * n_classes : (r + 1) * n_classes].numpy().copy(),
+    probes = []
+    for r in range(n_probes):
+        block = best_params[r * n_classes : (r + 1) * n_classes].numpy()
+        probe = LinearProbe(
+            weight=block[:, :dim].copy(),
+            bias=block[:, dim].copy(),
             l2reg=float(l2regs[r]),
             val_accuracy=best[r],
             epochs=best_epochs[r],
         )
-        for r in range(n_probes)
-    ]
+        probes.append(probe)
+    return probes
+
+
+def _with_ones(x: FloatArray) -> torch.Tensor:
+    """(n, dim) -> (n, dim + 1) float32 tensor whose last column is 1, for the bias."""
+    out = np.ones((len(x), x.shape[1] + 1), dtype=np.float32)
+    out[:, :-1] = x
+    return torch.from_numpy(out)
 
 
 def _train_pass(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
+    params: torch.Tensor,
     decay: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
@@ -219,25 +231,26 @@ def _train_pass(
     batch_size: int,
     n_classes: int,
 ) -> None:
-    """One pass over (x, y) in a fresh random order: SentEval's ``trainepoch`` inner loop."""
+    """One pass over (x, y) in a fresh random order: SentEval's ``trainepoch`` inner loop.
+
+    The gradient is written out instead of using autograd (about twice as fast for such small
+    products): for batch-mean cross-entropy, d loss / d logits = (softmax(logits) - one_hot(y)) / batch,
+    then d loss / d params = that^T @ x; weight_decay adds l2 * params, as torch's optimizers do.
+    """
     permutation = torch.from_numpy(rng.permutation(len(x)))
-    n_probes = weight.shape[0] // n_classes
+    one_hot = torch.eye(n_classes)
+    n_rows = params.shape[0]
+    assert params.grad is not None
     for start in range(0, len(x), batch_size):
         index = permutation[start : start + batch_size]
         x_batch, y_batch = x.index_select(0, index), y.index_select(0, index)
-        logits = torch.addmm(bias, x_batch, weight.T).view(-1, n_classes)
-        # Sum over probes of each probe's batch-mean cross-entropy.
-        loss = F.cross_entropy(logits, y_batch.repeat_interleave(n_probes), reduction="sum") / len(index)
-        optimizer.zero_grad()
-        loss.backward()
-        assert weight.grad is not None and bias.grad is not None
-        with torch.no_grad():  # weight_decay as torch's Adam/RMSprop apply it: grad += l2 * param
-            weight.grad.add_(weight * decay[:, None])
-            bias.grad.add_(bias * decay)
+        probs = torch.softmax((x_batch @ params.T).view(len(index), -1, n_classes), dim=-1)
+        d_logits = (probs - one_hot[y_batch][:, None, :]).view(len(index), n_rows) / len(index)
+        torch.addmm(params * decay, d_logits.T, x_batch, out=params.grad)
         optimizer.step()
 
 
-def train_sklearn_probes(
+def _fit_sklearn(
     x: FloatArray,
     y: IntArray,
     *,
@@ -246,12 +259,9 @@ def train_sklearn_probes(
     config: ProbeConfig,
     validation: tuple[FloatArray, IntArray] | None = None,
 ) -> list[LinearProbe]:
-    """Fast mode: ``LogisticRegression(C=1 / (l2 n))`` on all of (x, y); validation is only scored."""
     probes = []
     for l2 in l2regs:
-        model = LogisticRegression(
-            C=1.0 / (l2 * len(x)), max_iter=config.sklearn_max_iter, random_state=config.seed
-        )
+        model = LogisticRegression(C=1.0 / (l2 * len(x)), max_iter=config.sklearn_max_iter, random_state=config.seed)
         model.fit(x, y)
         weight = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
         bias = np.zeros(n_classes, dtype=np.float32)
@@ -277,8 +287,69 @@ def train_probes(
     validation: tuple[FloatArray, IntArray] | None = None,
 ) -> list[LinearProbe]:
     """One probe per penalty in l2regs, with the backend named by ``config.backend``."""
-    train = train_torch_probes if config.backend == "torch" else train_sklearn_probes
-    return train(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+    with limited_threads(config.threads):
+        return _train(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+
+
+def _train(
+    x: FloatArray,
+    y: IntArray,
+    *,
+    n_classes: int,
+    l2regs: Sequence[float],
+    config: ProbeConfig,
+    validation: tuple[FloatArray, IntArray] | None = None,
+) -> list[LinearProbe]:
+    fit = _fit_torch if config.backend == "torch" else _fit_sklearn
+    return fit(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+
+
+def train_torch_probes(
+    x: FloatArray,
+    y: IntArray,
+    *,
+    n_classes: int,
+    l2regs: Sequence[float],
+    config: ProbeConfig,
+    validation: tuple[FloatArray, IntArray] | None = None,
+) -> list[LinearProbe]:
+    """SentEval's ``MLP(nhid=0).fit``, once per penalty in l2regs, trained jointly (see module doc)."""
+    with limited_threads(config.threads):
+        return _fit_torch(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+
+
+def train_sklearn_probes(
+    x: FloatArray,
+    y: IntArray,
+    *,
+    n_classes: int,
+    l2regs: Sequence[float],
+    config: ProbeConfig,
+    validation: tuple[FloatArray, IntArray] | None = None,
+) -> list[LinearProbe]:
+    """Fast mode: ``LogisticRegression(C=1 / (l2 n))`` on all of (x, y); validation is only scored."""
+    with limited_threads(config.threads):
+        return _fit_sklearn(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+
+
+@contextmanager
+def limited_threads(threads: int | None) -> Iterator[None]:
+    """Run with at most ``threads`` torch intra-op and BLAS/OpenMP threads, restoring them after.
+
+    The probes multiply (batch, dim) by (dim, a few) matrices: thread start-up costs more than it
+    saves, and on a busy machine spinning threads slow training several-fold. Entering costs a few
+    milliseconds (threadpoolctl inspects the loaded libraries), so the validation schemes enter once.
+    """
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def stratified_folds(y: IntArray, k: int, seed: int) -> list[tuple[IntArray, IntArray]]:
@@ -289,9 +360,14 @@ def stratified_folds(y: IntArray, k: int, seed: int) -> list[tuple[IntArray, Int
 
 def grid_scores(x: FloatArray, y: IntArray, *, n_classes: int, config: ProbeConfig) -> list[float]:
     """Mean validation accuracy (%, 2 decimals) of each penalty of the grid over k stratified folds."""
+    with limited_threads(config.threads):
+        return _grid_scores(x, y, n_classes=n_classes, config=config)
+
+
+def _grid_scores(x: FloatArray, y: IntArray, *, n_classes: int, config: ProbeConfig) -> list[float]:
     accuracies = np.zeros((config.kfold, len(config.l2_grid)))
     for fold, (train, val) in enumerate(stratified_folds(y, config.kfold, config.seed)):
-        probes = train_probes(
+        probes = _train(
             x[train],
             y[train],
             n_classes=n_classes,
@@ -300,11 +376,11 @@ def grid_scores(x: FloatArray, y: IntArray, *, n_classes: int, config: ProbeConf
             validation=(x[val], y[val]),
         )
         accuracies[fold] = [_val_accuracy(probe) for probe in probes]
-    return [_percent(np.mean(accuracies[:, r])) for r in range(len(config.l2_grid))]
+    return [_percent(float(np.mean(accuracies[:, r]))) for r in range(len(config.l2_grid))]
 
 
 def _fit_selected(x: FloatArray, y: IntArray, l2: float, n_classes: int, config: ProbeConfig) -> LinearProbe:
-    [probe] = train_probes(x, y, n_classes=n_classes, l2regs=[l2], config=config)
+    [probe] = _train(x, y, n_classes=n_classes, l2regs=[l2], config=config)
     return probe
 
 
@@ -316,13 +392,14 @@ def nested_kfold(x: FloatArray, y: IntArray, *, n_classes: int, config: ProbeCon
     dev_scores: list[float] = []
     test_scores: list[float] = []
     chosen: list[float] = []
-    for train, test in stratified_folds(y, config.kfold, config.seed):
-        scores = grid_scores(x[train], y[train], n_classes=n_classes, config=config)
-        best = int(np.argmax(scores))
-        probe = _fit_selected(x[train], y[train], config.l2_grid[best], n_classes, config)
-        dev_scores.append(scores[best])
-        test_scores.append(_percent(probe.accuracy(x[test], y[test])))
-        chosen.append(config.l2_grid[best])
+    with limited_threads(config.threads):
+        for train, test in stratified_folds(y, config.kfold, config.seed):
+            scores = _grid_scores(x[train], y[train], n_classes=n_classes, config=config)
+            best = int(np.argmax(scores))
+            probe = _fit_selected(x[train], y[train], config.l2_grid[best], n_classes, config)
+            dev_scores.append(scores[best])
+            test_scores.append(_percent(probe.accuracy(x[test], y[test])))
+            chosen.append(config.l2_grid[best])
     return ProbeResult(
         dev_accuracy=round(float(np.mean(dev_scores)), 2),
         test_accuracy=round(float(np.mean(test_scores)), 2),
@@ -342,9 +419,10 @@ def kfold_then_fit(
     """SentEval's KFoldClassifier: k-fold CV on train picks the penalty (dev = its score), then a probe
     trained on all of train (early stopping on a 5% split) is tested once.
     """
-    scores = grid_scores(x_train, y_train, n_classes=n_classes, config=config)
-    best = int(np.argmax(scores))
-    probe = _fit_selected(x_train, y_train, config.l2_grid[best], n_classes, config)
+    with limited_threads(config.threads):
+        scores = _grid_scores(x_train, y_train, n_classes=n_classes, config=config)
+        best = int(np.argmax(scores))
+        probe = _fit_selected(x_train, y_train, config.l2_grid[best], n_classes, config)
     return ProbeResult(
         dev_accuracy=scores[best],
         test_accuracy=_percent(probe.accuracy(x_test, y_test)),
@@ -364,7 +442,8 @@ def dev_selection(
     """SentEval's SplitClassifier: one probe per penalty on train, early-stopped and scored on dev;
     the best on dev is tested.
     """
-    probes = train_probes(*train, n_classes=n_classes, l2regs=config.l2_grid, config=config, validation=dev)
+    with limited_threads(config.threads):
+        probes = _train(*train, n_classes=n_classes, l2regs=config.l2_grid, config=config, validation=dev)
     scores = [_percent(_val_accuracy(probe)) for probe in probes]
     best = int(np.argmax(scores))
     return ProbeResult(

@@ -1,0 +1,266 @@
+"""Distributed training is exact: gathered losses on shards give the single-process full-batch gradient.
+
+Two levels:
+
+- faked collectives (no processes): ``compute_loss`` on one rank's shard, with ``all_gather`` answered from
+  the full batch, equals ``world_size`` times the full-batch loss, and its gradient is ``world_size`` times
+  the matching rows of the full-batch gradient. Hard negatives must stay aligned with their anchors: the
+  trap fixed in sentence-transformers PR 3453, where gathering ``[positives; hard negatives]`` as one
+  block per rank moves every rank's positives away from the label columns;
+- real DDP (2 gloo processes, CPU, float64, dropout off): the trainer's path (DDP-wrapped ``Encoder``,
+  local shard, ``compute_loss(loss_fn, split_views(z, n_views))``, backward, DDP's all-reduce mean) gives
+  parameter gradients equal to one process on the concatenated batch, for every registered objective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+
+import csrl.train.distributed as csrl_dist
+from csrl.losses import build_loss
+from csrl.models.encoder import Encoder, EncoderConfig
+from csrl.train.step import Views, compute_loss, split_views
+
+WORLD = 2
+LOCAL_BATCH = 4
+
+# (anchor, positive, hard negative); lengths vary so each rank pads to a different width.
+RECORDS = [
+    ("a man is playing a guitar", "a person plays the guitar on stage", "a woman is slicing onions"),
+    ("the cat sleeps", "a cat is asleep on the warm sofa", "the dog barks at the mailman"),
+    ("children run across the green park", "kids are running in a park", "an old man reads"),
+    ("stock prices fell sharply today", "markets dropped", "the recipe needs two eggs"),
+    ("a plane is taking off", "an airplane departs from the runway at dawn", "a boat sinks"),
+    ("she is cooking pasta in the kitchen", "a woman makes spaghetti", "he repairs his bicycle"),
+    ("two dogs play in the snow", "dogs are playing outside in winter snow", "a cup of hot tea"),
+    ("the senate passed the bill", "lawmakers approved the law", "the river floods every spring"),
+]
+
+# Every registered objective, with hard negatives (3 views) wherever the loss accepts them.
+CASES: dict[str, tuple[str, dict[str, Any], int]] = {
+    "infonce": ("infonce", {"temperature": 0.05}, 2),
+    "infonce-hn": ("infonce", {"temperature": 0.05, "hard_negative_weight": math.log(2.0)}, 3),
+    "arccon-hn": ("arccon", {}, 3),
+    "mpt-hn": ("mpt", {}, 3),
+    "met-hn": ("met", {}, 3),
+    "mat-hn": ("mat", {}, 3),
+    "surrogate": ("surrogate", {}, 2),
+    **{
+        f"{name}-{variant}": (name, {"variant": variant}, 2)
+        for name in ("mhe", "mhs", "barlowtwins", "vicreg")
+        for variant in ("ori", "mod")
+    },
+}
+
+
+def tiny_encoder(model_dir: Path | str) -> Encoder:
+    """The tiny BERT in float64, train mode, dropout off (a deterministic function), mean pooling
+    (its random [CLS] vectors are nearly parallel, which zeroes the margin losses' gradients)."""
+    enc = Encoder.from_pretrained(EncoderConfig(model=str(model_dir), pooler="mean"))
+    for m in enc.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0  # attention dropout reads this p too
+    return enc.double().train()
+
+
+def prefixed(prefix: str) -> Callable[[str], str]:
+    """An ``assert_close`` message that names the failing case and keeps torch's details."""
+    return lambda message: f"{prefix}: {message}"
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is fastest, and far faster than two on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def flat_texts(records: list[tuple[str, str, str]], n_views: int) -> list[str]:
+    """The trainer's layout: all anchors, then all positives, then all hard negatives."""
+    return [r[v] for v in range(n_views) for r in records]
+
+
+def embed(model: nn.Module, enc: Encoder, records: list[tuple[str, str, str]], n_views: int) -> Tensor:
+    features = enc.tokenize(flat_texts(records, n_views), max_length=32)
+    out: Tensor = model(features)
+    return out
+
+
+def step_grads(
+    model: nn.Module, enc: Encoder, records: list[tuple[str, str, str]], case: str
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One trainer step (no optimizer): embed, compute_loss (gathers when distributed), backward."""
+    name, params, n_views = CASES[case]
+    loss_fn = build_loss(name, **params)
+    enc.zero_grad(set_to_none=True)
+    z = embed(model, enc, records, n_views)
+    out = compute_loss(loss_fn, split_views(z, n_views))
+    out.total.backward()
+    grads = {n: p.grad.detach().clone() for n, p in enc.named_parameters() if p.grad is not None}
+    return out.total.detach(), grads
+
+
+# ----------------------------------------------------------------------------- faked collectives
+class FakeDist:
+    """Stands in for ``torch.distributed`` inside ``csrl.train.distributed`` as rank ``rank`` of ``world``.
+
+    ``all_gather`` answers from the full tensors: it finds the registered full tensor whose ``rank``-th
+    shard is the local input and hands out every rank's shard of it.
+    """
+
+    def __init__(self, rank: int, world: int, full: list[Tensor]) -> None:
+        self.rank, self.world, self.full = rank, world, full
+        self.calls = 0
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world
+
+    def all_gather(self, parts: list[Tensor], x: Tensor) -> None:
+        self.calls += 1
+        for f in self.full:
+            shards = f.detach().chunk(self.world)
+            if shards[self.rank].shape == x.shape and torch.equal(shards[self.rank], x):
+                for p, s in zip(parts, shards, strict=True):
+                    p.copy_(s)
+                return
+        raise AssertionError("all_gather called with a tensor that is no shard of the batch")
+
+
+def _views(seed: int, batch: int, dim: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    z1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.3 * torch.randn(batch, dim, generator=g, dtype=torch.float64)  # positives near anchors
+    hn = z1 + 0.6 * torch.randn(batch, dim, generator=g, dtype=torch.float64)  # hard negatives farther
+    return z1, z2, hn
+
+
+HN_LOSSES = {
+    "infonce": {"temperature": 0.05},
+    "infonce-weighted": {"temperature": 0.05, "hard_negative_weight": math.log(3.0)},
+    "arccon": {},
+    "mpt": {"margin": 0.5},
+    "met": {"margin": 0.8},
+    "mat": {"margin": 0.6},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HN_LOSSES))
+def test_fake_gather_keeps_hard_negatives_aligned(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = case.split("-")[0]
+    loss_fn = build_loss(name, **HN_LOSSES[case])
+    full = [t.requires_grad_(True) for t in _views(0, WORLD * LOCAL_BATCH)]
+    ref = loss_fn(*full).total
+    ref_grads = torch.autograd.grad(ref, full)
+    assert all(g.abs().sum() > 0 for g in ref_grads)  # every view matters, so misalignment would show
+
+    for r in range(WORLD):
+        fake = FakeDist(r, WORLD, full)
+        monkeypatch.setattr(csrl_dist, "dist", fake)
+        rows = slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH)
+        local = [f.detach()[rows].clone().requires_grad_(True) for f in full]
+        out = compute_loss(loss_fn, Views(*local))
+        assert fake.calls == 3  # anchors, positives and hard negatives are gathered one by one
+        torch.testing.assert_close(out.total, WORLD * ref.detach(), rtol=1e-12, atol=1e-12)
+        grads = torch.autograd.grad(out.total, local)
+        for g, full_g in zip(grads, ref_grads, strict=True):
+            # rank r's rows of the full gradient, scaled by the world size (DDP then averages)
+            torch.testing.assert_close(g / WORLD, full_g[rows], rtol=1e-10, atol=1e-12)
+
+
+def test_fake_gather_catches_the_block_gathering_trap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: gathering ``[positives; hard negatives]`` per rank as one block (PR 3453's bug)
+    puts rank 1's positives at columns 2B..3B while the labels say B..2B; the loss changes."""
+    from csrl.losses.infonce import info_nce
+
+    z1, z2, hn = _views(1, WORLD * LOCAL_BATCH)
+    ref = info_nce(z1, z2, hn, temperature=0.05).total
+    blocks = [torch.cat([z2.chunk(WORLD)[r], hn.chunk(WORLD)[r]]) for r in range(WORLD)]
+    block_full = torch.cat(blocks)  # what the trap gathers: [z2_0; hn_0; z2_1; hn_1]
+    monkeypatch.setattr(csrl_dist, "dist", FakeDist(1, WORLD, [z1, block_full]))
+    rows = slice(LOCAL_BATCH, 2 * LOCAL_BATCH)
+    g1 = csrl_dist.all_gather_with_grad(z1[rows])
+    cands = csrl_dist.all_gather_with_grad(blocks[1])
+    labels = torch.arange(g1.shape[0])
+    wrong = nn.functional.cross_entropy(
+        nn.functional.normalize(g1, dim=-1) @ nn.functional.normalize(cands, dim=-1).T / 0.05, labels
+    )
+    assert not torch.isclose(wrong, ref, rtol=1e-3)
+    # csrl's Views.gathered() gathers each view separately, so it matches the full batch
+    full = [z1, z2, hn]
+    monkeypatch.setattr(csrl_dist, "dist", FakeDist(1, WORLD, full))
+    out = compute_loss(build_loss("infonce", temperature=0.05), Views(*(f[rows] for f in full)))
+    torch.testing.assert_close(out.total, WORLD * ref, rtol=1e-12, atol=1e-12)
+
+
+def test_collectives_are_identities_without_a_process_group() -> None:
+    x = torch.randn(3, 4)
+    assert csrl_dist.world_size() == 1 and csrl_dist.rank() == 0 and csrl_dist.is_main_process()
+    assert csrl_dist.all_gather_with_grad(x) is x
+    assert csrl_dist.all_reduce_mean(x) is x
+
+
+# ----------------------------------------------------------------------------- real DDP, 2 gloo processes
+def _ddp_worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        enc = tiny_encoder(model_dir)
+        model = nn.parallel.DistributedDataParallel(enc)
+        shard = RECORDS[rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]
+        results = {case: step_grads(model, enc, shard, case) for case in CASES}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def start_method() -> str:
+    """``fork`` where available: the children inherit the imported modules (spawn re-imports torch and
+    transformers in each child, 10+ s on a loaded 2-core machine); PyTorch resets the forked children's
+    thread pools, and the workers use one thread each."""
+    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+def test_ddp_gradients_equal_single_process_full_batch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    mp.start_processes(
+        _ddp_worker,
+        args=(WORLD, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
+        nprocs=WORLD,
+        join=True,
+        start_method=start_method(),
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    enc = tiny_encoder(tiny_model_dir)
+    for case in CASES:
+        with one_thread():
+            loss, grads = step_grads(enc, enc, RECORDS[: WORLD * LOCAL_BATCH], case)
+        assert sum(float(g.abs().sum()) for g in grads.values()) > 0, case
+        for r, res in enumerate(ranks):
+            d_loss, d_grads = res[case]
+            torch.testing.assert_close(d_loss / WORLD, loss, rtol=1e-6, atol=1e-6, msg=prefixed(f"{case} rank {r}"))
+            assert d_grads.keys() == grads.keys(), case
+            for n, g in grads.items():
+                torch.testing.assert_close(d_grads[n], g, rtol=1e-6, atol=1e-6, msg=prefixed(f"{case} rank {r} {n}"))
