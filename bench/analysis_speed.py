@@ -11,7 +11,6 @@ Run: CSRL_DATA_DIR=../shared/data .venv/bin/python bench/analysis_speed.py [--re
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -115,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

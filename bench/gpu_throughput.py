@@ -149,7 +149,8 @@ def run_plain(args: Any, batch: int, *, bf16: bool) -> dict[str, Any]:
     device = torch.device(args.device)
     tok = load_tokenizer(args.tokenizer)
     torch.manual_seed(0)
-    model = BertModel(bert_config(args.tiny, tok.vocab_size), add_pooling_layer=False).to(device).train()
+    model = BertModel(bert_config(args.tiny, tok.vocab_size), add_pooling_layer=False)
+    model = model.to(device).train()  # type: ignore[arg-type]
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     labels = torch.arange(batch, device=device)
     sents, source = sentences(batch * (args.warmup + args.steps), args.sentences)
@@ -177,7 +178,7 @@ def run_st(args: Any, batch: int, *, bf16: bool) -> dict[str, Any]:
 
     try:
         from datasets import Dataset
-        from sentence_transformers import (
+        from sentence_transformers import (  # type: ignore[attr-defined]
             SentenceTransformer,
             SentenceTransformerTrainer,
             SentenceTransformerTrainingArguments,
@@ -328,4 +329,4 @@ def argparse_hidden() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

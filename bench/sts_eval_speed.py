@@ -229,4 +229,4 @@ def score_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -27,7 +27,6 @@ Run: CSRL_DATA_DIR=../shared/data .venv/bin/python bench/train_throughput.py [--
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -326,4 +325,4 @@ def render(rows: list[dict[str, Any]], args: Any, *, markdown: bool) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
