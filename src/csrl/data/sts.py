@@ -80,9 +80,7 @@ def canonical_task(name: str) -> str:
     key = name.lower()
     if key in TASK_ALIASES:
         return TASK_ALIASES[key]
-    raise CsrlError(
-        f"unknown STS task {name!r}", hint=f"valid tasks: {', '.join(STS_TASKS)} (or sts12, stsb, sickr)"
-    )
+    raise CsrlError(f"unknown STS task {name!r}", hint=f"valid tasks: {', '.join(STS_TASKS)} (or sts12, stsb, sickr)")
 
 
 def default_data_dir() -> Path:
@@ -241,9 +239,7 @@ def load_sts_from_hub(task: str, *, repo_id: str | None = None, split: str = "te
     try:
         import datasets
     except ImportError:
-        raise CsrlError(
-            "loading from the Hub needs the `datasets` package", hint="pip install datasets"
-        ) from None
+        raise CsrlError("loading from the Hub needs the `datasets` package", hint="pip install datasets") from None
     try:
         ds = datasets.load_dataset(repo_id or mteb[task], split=split)
     except Exception as exc:  # network, missing repo, bad folder: all user-fixable

@@ -68,9 +68,7 @@ class STSResults:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(
-            {**asdict(self), "reported": self.scores(), "reported_aggregate": self.aggregate}, indent=2
-        )
+        return json.dumps({**asdict(self), "reported": self.scores(), "reported_aggregate": self.aggregate}, indent=2)
 
     def to_markdown(self, label: str = "model") -> str:
         return markdown_table({label: self}, aggregate=self.aggregate)

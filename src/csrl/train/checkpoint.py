@@ -69,9 +69,7 @@ def list_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     done = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and p.name.startswith(PREFIX) and (p / "trainer_state.json").exists()
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "trainer_state.json").exists()
     ]
     return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
 

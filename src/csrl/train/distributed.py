@@ -6,6 +6,8 @@ training loop calls them unconditionally.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -13,6 +15,26 @@ from torch import Tensor
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def init_from_env(device: str = "auto") -> bool:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
+
+    Backend: NCCL when the run uses CUDA, gloo otherwise. Returns True if this call created the group
+    (the caller then owns :func:`shutdown`); False on one process or when a group already exists.
+    """
+    if is_dist() or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda:")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def shutdown() -> None:
+    if is_dist():
+        dist.destroy_process_group()
 
 
 def rank() -> int:

@@ -89,7 +89,8 @@ def seed_everything(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", dist.rank() % torch.cuda.device_count() if dist.is_dist() else 0)
+            # under torchrun, init_from_env has already selected this process's LOCAL_RANK device
+            return torch.device("cuda", torch.cuda.current_device() if dist.is_dist() else 0)
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -228,6 +229,37 @@ def train(
     callbacks: Sequence[Callback] = (),
     eval_before: bool = False,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+) -> RunResult:
+    """Train ``cfg`` in this process, or as one rank of a ``torchrun`` job.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created here (gloo on CPU, NCCL on
+    CUDA) and torn down at the end. Each rank encodes ``batch_size / world_size`` rows; the losses see
+    the gathered global batch (:func:`csrl.train.step.compute_loss`). Logging, evaluation, checkpoints and
+    the final model are rank 0's; the other ranks wait at barriers and return a result with no scores.
+    """
+    owns_group = dist.init_from_env(cfg.train.device)
+    try:
+        return _train(
+            cfg,
+            data_dir=data_dir,
+            resume=resume,
+            callbacks=callbacks,
+            eval_before=eval_before,
+            log=log if dist.is_main_process() else (lambda msg: None),
+        )
+    finally:
+        if owns_group:
+            dist.shutdown()
+
+
+def _train(
+    cfg: RunConfig,
+    *,
+    data_dir: Path | None,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    eval_before: bool,
+    log: Callable[[str], None],
 ) -> RunResult:
     t = cfg.train
     run_dir = Path(cfg.output_dir)
@@ -415,7 +447,8 @@ def train(
 
         values: dict[str, float] = {}
         if main and (step % t.log_every == 0 or step == total):
-            values = {"train/loss": float(out.total.detach()), "train/lr": lr, "train/epoch": epoch}
+            # compute_loss multiplies by the world size for DDP's gradient mean; log the global-batch loss itself
+            values = {"train/loss": float(out.total.detach()) / ws, "train/lr": lr, "train/epoch": epoch}
             values.update({f"loss/{k}": float(v) for k, v in out.terms.items()})
             info = StepInfo(
                 step,

@@ -34,6 +34,11 @@ class Views:
         return Views(dist.all_gather_with_grad(self.z1), dist.all_gather_with_grad(self.z2), hn)
 
 
+def full_precision(z: Tensor) -> Tensor:
+    """Upcast half-precision embeddings (autocast output) to float32; float32/float64 pass unchanged."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
 def split_views(z: Tensor, n_views: int) -> Views:
     chunks = z.chunk(n_views, dim=0)
     return Views(chunks[0], chunks[1], chunks[2] if n_views == 3 else None)
