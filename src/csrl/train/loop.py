@@ -126,9 +126,13 @@ def resolve_train_files(cfg: RunConfig, data_dir: Path | None) -> list[Path]:
 class MetricsLog:
     """Append-only JSONL log (+ TensorBoard when installed); on resume, steps after the checkpoint are dropped."""
 
-    def __init__(self, path: Path, *, resume_step: int | None, tensorboard: bool) -> None:
+    def __init__(self, path: Path, *, resume_step: int | None, tensorboard: bool, write: bool = True) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self._fh: Any = None
+        self._tb: Any = None
+        if not write:  # a non-main rank: keep records in memory, never touch rank 0's file
+            return
         if resume_step is not None and path.exists():
             for line in path.read_text().splitlines():
                 try:
@@ -141,7 +145,6 @@ class MetricsLog:
         elif path.exists():
             path.unlink()
         self._fh = path.open("a", encoding="utf-8")
-        self._tb: Any = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -153,6 +156,8 @@ class MetricsLog:
     def log(self, step: int, values: dict[str, float]) -> None:
         rec = {"step": step, **{k: float(v) for k, v in values.items()}}
         self.records.append(rec)
+        if self._fh is None:
+            return
         self._fh.write(json.dumps(rec) + "\n")
         self._fh.flush()
         if self._tb is not None:
@@ -161,7 +166,8 @@ class MetricsLog:
                     self._tb.add_scalar(k, float(v), step)
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
         if self._tb is not None:
             self._tb.close()
 
@@ -325,7 +331,7 @@ def _train(
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         log(f"resumed from {resume_from} (step {step})")
-    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None, tensorboard=main)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if resume else None, tensorboard=main, write=main)
     dyn = make_dynamics_callback(cfg, encoder, data_dir) if main else None
     if dyn is not None:
         callbacks = [*callbacks, dyn]
