@@ -29,10 +29,8 @@ from common import (
 
 
 def run_suite(root: Path, model: str, batch_size: int, limit: int | None) -> dict[str, Any]:
-    import torch
-
-    from csrl.analysis.suite import analyze_token_states
-    from csrl.data.sts import load_analysis_sentences, load_sts_task
+    from csrl.analysis.suite import analyze_token_states, encode_pairs
+    from csrl.data.sts import load_analysis_sentences, load_positive_pairs
     from csrl.models.encoder import Encoder
 
     sentences = load_analysis_sentences(root, limit)
@@ -40,17 +38,14 @@ def run_suite(root: Path, model: str, batch_size: int, limit: int | None) -> dic
     t0 = time.perf_counter()
     states = enc.token_states(sentences, batch_size=batch_size)
     t1 = time.perf_counter()
-    stsb = load_sts_task("stsb", root, split="test").subsets[0]
-    keep = [i for i, g in enumerate(stsb.scores) if g > 4.0]
-    a = enc.encode([stsb.sentences1[i] for i in keep], batch_size=128)
-    b = enc.encode([stsb.sentences2[i] for i in keep], batch_size=128)
+    pairs = encode_pairs(enc, *load_positive_pairs(root))
     t2 = time.perf_counter()
     tok = enc.tokenizer
     result = analyze_token_states(
         states,
         vocab=tok.convert_ids_to_tokens,
         special_tokens=set(tok.all_special_tokens),
-        positive_pairs=(torch.from_numpy(a), torch.from_numpy(b)),
+        positive_pairs=pairs,
     )
     t3 = time.perf_counter()
     return {

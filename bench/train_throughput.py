@@ -9,8 +9,9 @@ and the median is reported.
 Contenders:
   csrl-bf16   csrl's ``train()`` with precision=bf16: one forward over both views under CPU bf16 autocast
   csrl-fp32   the same trainer in fp32
+  csrl-bf16-grouped  csrl bf16 with ``data.group_by_length=8``: batches of similar length (less padding)
   st-trainer  SentenceTransformerTrainer + MultipleNegativesRankingLoss on (s, s) pairs, fp32, its defaults
-              (needs ``datasets`` and ``accelerate``: pip install 'sentence-transformers[train]')
+              (needs ``datasets`` and ``accelerate``: pip install -e ".[bench]")
   plain-fp32  AutoModel, mean pooling, InfoNCE, AdamW, one forward over both views
   plain-bf16  the same loop under torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -45,8 +46,9 @@ from common import (
     wiki_sentences,
 )
 
-THROUGHPUT = ("csrl-bf16", "csrl-fp32", "st-trainer", "plain-fp32", "plain-bf16")
-QUALITY = ("pretrained", "csrl-bf16", "csrl-fp32")
+THROUGHPUT = ("csrl-bf16", "csrl-bf16-grouped", "csrl-fp32", "st-trainer", "plain-fp32", "plain-bf16")
+QUALITY = ("pretrained", "csrl-bf16", "csrl-bf16-grouped", "csrl-fp32")
+GROUP = 8  # data.group_by_length of the -grouped contender
 MEMORY = ("cached-64", "cached-1024", "uncached-64", "uncached-256")
 BATCH, MAX_LEN, TEMPERATURE, LR = 64, 32, 0.05, 3e-5
 
@@ -68,6 +70,7 @@ def run_csrl(
     threads: int,
     cache_chunk_size: int | None = None,
     evaluate: bool = False,
+    group_by_length: int = 0,
 ) -> dict[str, Any]:
     """csrl's own ``train()``, timed by a callback after every step."""
     from csrl.train.config import load_config
@@ -99,6 +102,7 @@ def run_csrl(
             "train.paradigm_every=0",
             "train.log_every=1",
             "train.progress=false",
+            f"data.group_by_length={group_by_length}",
         ]
         if cache_chunk_size is not None:
             overrides.append(f"train.cache_chunk_size={cache_chunk_size}")
@@ -202,10 +206,9 @@ def child(name: str, args: Any) -> dict[str, Any]:
     if args.mode == "quality":
         if name == "pretrained":
             return run_pretrained(root)
-        prec = name.split("-")[1]
         return run_csrl(
-            root, precision=prec, batch=BATCH, steps=args.quality_steps, warmup=warmup, threads=args.threads,
-            evaluate=True,
+            root, precision=name.split("-")[1], batch=BATCH, steps=args.quality_steps, warmup=warmup,
+            threads=args.threads, evaluate=True, group_by_length=GROUP if name.endswith("-grouped") else 0,
         )  # fmt: skip
     if args.mode == "memory":
         kind, batch = name.split("-")
@@ -215,8 +218,9 @@ def child(name: str, args: Any) -> dict[str, Any]:
         )  # fmt: skip
     if name.startswith("csrl-"):
         return run_csrl(
-            root, precision=name.split("-")[1], batch=BATCH, steps=steps, warmup=warmup, threads=args.threads
-        )
+            root, precision=name.split("-")[1], batch=BATCH, steps=steps, warmup=warmup, threads=args.threads,
+            group_by_length=GROUP if name.endswith("-grouped") else 0,
+        )  # fmt: skip
     if name == "st-trainer":
         return run_st_trainer(root, steps=steps, warmup=warmup)
     if name.startswith("plain-"):

@@ -176,3 +176,59 @@ def test_text_key_is_stable_across_processes() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out) == text_key("héllo wörld") and 0 <= text_key("x") < 2**63
     assert Counter(text_key(str(i)) for i in range(1000)).most_common(1)[0][1] == 1
+
+
+# ---------------------------------------------------------------- length grouping
+def _padded_width(sampler: EpochSampler, lengths: np.ndarray, epoch: int = 0) -> int:
+    """Sum over batches of batch size x longest record: what dynamic padding costs."""
+    return sum(len(b) * int(lengths[b].max()) for b in (sampler.batch(epoch, k) for k in range(len(sampler))))
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_length_grouping_covers_the_epoch_and_cuts_padding(world: int) -> None:
+    rng = np.random.default_rng(0)
+    n, bs = 1000, 8
+    lengths = rng.integers(1, 200, size=n)
+    plain = [EpochSampler(n, bs, 3, rank=r, world_size=world) for r in range(world)]
+    grouped = [
+        EpochSampler(n, bs, 3, rank=r, world_size=world, lengths=lengths, group_batches=10) for r in range(world)
+    ]
+    seen = sorted(i for s in grouped for b in s for i in b)
+    full = (n // (bs * world)) * bs * world
+    assert len(seen) == full and len(set(seen)) == full  # every record of the full batches, once
+    assert grouped[0].order(0)[full:].tolist() == plain[0].order(0)[full:].tolist()  # leftovers stay last
+    for g, p in zip(grouped, plain, strict=True):
+        assert _padded_width(g, lengths) < 0.75 * _padded_width(p, lengths)
+    # within a window, a global batch holds neighbouring lengths: its spread is small
+    spreads = [np.ptp(lengths[grouped[0].global_batch(0, k)]) for k in range(len(grouped[0]))]
+    assert np.median(spreads) < 0.25 * np.ptp(lengths)
+    # order depends on (seed, epoch) only, and differs between epochs
+    again = EpochSampler(n, bs * world, 3, lengths=lengths, group_batches=10)
+    assert (
+        again.order(1).tolist() == EpochSampler(n, bs * world, 3, lengths=lengths, group_batches=10).order(1).tolist()
+    )
+    assert again.order(0).tolist() != again.order(1).tolist()
+
+
+def test_length_grouping_resumes_and_checks_settings() -> None:
+    lengths = np.arange(300) % 37
+    a = EpochSampler(300, 10, 5, lengths=lengths, group_batches=4)
+    it = iter(a)
+    first = [next(it) for _ in range(7)]
+    state = a.state_dict()
+    rest = list(it)
+    b = EpochSampler(300, 10, 5, lengths=lengths, group_batches=4)
+    b.load_state_dict(state)
+    assert list(b) == rest and len(first) + len(rest) == len(a)
+    with pytest.raises(CsrlError, match="group_batches"):
+        EpochSampler(300, 10, 5, lengths=lengths, group_batches=8).load_state_dict(state)
+    with pytest.raises(CsrlError, match="one length per record"):
+        EpochSampler(300, 10, 5, group_batches=4)
+
+
+def test_corpus_record_bytes_are_the_lines_byte_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "c.txt"
+    lines = ["short", "a much longer line é", "mid length"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open_corpus(path) as corpus:
+        assert corpus.record_bytes().tolist() == [len(x.encode("utf-8")) for x in lines]

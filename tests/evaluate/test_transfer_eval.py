@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrl.data.transfer import TRANSFER_TASKS, load_mrpc, load_sst2
+from csrl.data.transfer import TRANSFER_TASKS, LabeledPairs, load_mrpc, load_sst2
 from csrl.errors import CsrlError
 from csrl.evaluate.transfer import (
     PROTOCOLS,
     EmbeddingTable,
     TaskResult,
     TransferResults,
+    _pair_features,
     evaluate_transfer,
     protocol_config,
     senteval_order,
@@ -184,3 +185,15 @@ def test_markdown_for_all_tasks() -> None:
 def test_loaders_feed_the_runner(data_dir: Path) -> None:
     assert len(load_sst2(data_dir).train) == 120
     assert load_mrpc(data_dir).train.labels[:4] == (0, 1, 0, 1)
+
+
+def test_mrpc_pair_features_follow_senteval_or_the_full_layout() -> None:
+    pairs = LabeledPairs(first=("a b", "c"), second=("d", "e f g"), labels=(1, 0))
+    vec = {"a b": [1.0, -2.0], "c": [3.0, 0.5], "d": [0.0, 4.0], "e f g": [-1.0, 1.0]}
+    table = EmbeddingTable(lambda ss: np.array([vec[s] for s in ss], dtype=np.float32), list(vec))
+    x, y = _pair_features(pairs, table)  # SentEval order: by (len first, len second, label): c/efg, then ab/d
+    u, v = np.array([[3.0, 0.5], [1.0, -2.0]]), np.array([[-1.0, 1.0], [0.0, 4.0]])
+    np.testing.assert_array_equal(x, np.c_[np.abs(u - v), u * v])
+    np.testing.assert_array_equal(y, [0, 1])
+    full, _ = _pair_features(pairs, table, "full")
+    np.testing.assert_array_equal(full, np.c_[u, v, np.abs(u - v), u * v])

@@ -14,23 +14,20 @@ Two levels:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from ddp_helpers import WORLD, float64_encoder, gloo_group, one_thread, prefixed, run_workers
 from torch import Tensor, nn
 
 import csrl.train.distributed as csrl_dist
 from csrl.losses import build_loss
-from csrl.models.encoder import Encoder, EncoderConfig
+from csrl.models.encoder import Encoder
 from csrl.train.step import Views, compute_loss, split_views
 
-WORLD = 2
 LOCAL_BATCH = 4
 
 # (anchor, positive, hard negative); lengths vary so each rank pads to a different width.
@@ -60,32 +57,6 @@ CASES: dict[str, tuple[str, dict[str, Any], int]] = {
         for variant in ("ori", "mod")
     },
 }
-
-
-def tiny_encoder(model_dir: Path | str) -> Encoder:
-    """The tiny BERT in float64, train mode, dropout off (a deterministic function), mean pooling
-    (its random [CLS] vectors are nearly parallel, which zeroes the margin losses' gradients)."""
-    enc = Encoder.from_pretrained(EncoderConfig(model=str(model_dir), pooler="mean"))
-    for m in enc.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0  # attention dropout reads this p too
-    return enc.double().train()
-
-
-def prefixed(prefix: str) -> Callable[[str], str]:
-    """An ``assert_close`` message that names the failing case and keeps torch's details."""
-    return lambda message: f"{prefix}: {message}"
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is fastest, and far faster than two on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def flat_texts(records: list[tuple[str, str, str]], n_views: int) -> list[str]:
@@ -222,38 +193,18 @@ def test_collectives_are_identities_without_a_process_group() -> None:
 
 
 # ----------------------------------------------------------------------------- real DDP, 2 gloo processes
-def _ddp_worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        enc = tiny_encoder(model_dir)
+def _ddp_worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    with gloo_group(rank, init_file):
+        enc = float64_encoder(model_dir)
         model = nn.parallel.DistributedDataParallel(enc)
         shard = RECORDS[rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]
         results = {case: step_grads(model, enc, shard, case) for case in CASES}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def start_method() -> str:
-    """``fork`` where available: the children inherit the imported modules (spawn re-imports torch and
-    transformers in each child, 10+ s on a loaded 2-core machine); PyTorch resets the forked children's
-    thread pools, and the workers use one thread each."""
-    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
 def test_ddp_gradients_equal_single_process_full_batch(tiny_model_dir: Path, tmp_path: Path) -> None:
-    mp.start_processes(
-        _ddp_worker,
-        args=(WORLD, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method=start_method(),
-    )
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    enc = tiny_encoder(tiny_model_dir)
+    ranks: list[Any] = run_workers(_ddp_worker, tiny_model_dir, tmp_path)
+    enc = float64_encoder(tiny_model_dir)
     for case in CASES:
         with one_thread():
             loss, grads = step_grads(enc, enc, RECORDS[: WORLD * LOCAL_BATCH], case)

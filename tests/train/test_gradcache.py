@@ -13,17 +13,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from ddp_helpers import WORLD, float64_encoder, gloo_group, one_thread, prefixed, run_workers
 from torch import Tensor, nn
 
 from csrl.losses import build_loss
-from csrl.models.encoder import Encoder, EncoderConfig
+from csrl.models.encoder import Encoder
 from csrl.train.step import cached_embed_and_backward, compute_loss, split_views
 
 SENTENCES = [
@@ -49,32 +49,6 @@ SEED = 1234
 no_autocast = contextlib.nullcontext
 
 
-def tiny_encoder(model_dir: Path | str, *, dropout: bool) -> Encoder:
-    """The tiny BERT in float64, train mode, mean pooling (its random [CLS] vectors are nearly parallel)."""
-    enc = Encoder.from_pretrained(EncoderConfig(model=str(model_dir), pooler="mean"))
-    if not dropout:
-        for m in enc.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0  # attention dropout reads this p too
-    return enc.double().train()
-
-
-def prefixed(prefix: str) -> Callable[[str], str]:
-    """An ``assert_close`` message that names the failing case and keeps torch's details."""
-    return lambda message: f"{prefix}: {message}"
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is fastest, and far faster than two on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir: Path) -> Path:
     return tiny_model_dir
@@ -82,7 +56,7 @@ def model_dir(tiny_model_dir: Path) -> Path:
 
 @pytest.fixture
 def features(model_dir: Path) -> dict[str, Tensor]:
-    enc = tiny_encoder(model_dir, dropout=False)
+    enc = float64_encoder(model_dir, dropout=False)
     return enc.tokenize(SENTENCES + SENTENCES, max_length=32)  # the trainer's unsupervised layout
 
 
@@ -141,7 +115,7 @@ def test_cached_equals_uncached_with_the_same_dropout_masks(
 ) -> None:
     name, params = LOSSES[loss]
     loss_fn = build_loss(name, **params)
-    enc = tiny_encoder(model_dir, dropout=True)
+    enc = float64_encoder(model_dir, dropout=True)
     with one_thread():
         ref_loss, ref_z, ref_grads = chunked_reference(enc, features, loss_fn, size)
         ref_rng = torch.get_rng_state()
@@ -160,7 +134,7 @@ def test_cached_equals_uncached_with_the_same_dropout_masks(
 
 
 def test_replay_reproduces_each_chunks_dropout_masks(model_dir: Path, features: dict[str, Tensor]) -> None:
-    enc = tiny_encoder(model_dir, dropout=True)
+    enc = float64_encoder(model_dir, dropout=True)
     calls: list[tuple[str, Tensor]] = []  # (module, dropped units) in call order
 
     def recorder(name: str) -> Any:
@@ -195,7 +169,7 @@ def test_cached_equals_plain_full_batch_step_without_dropout(model_dir: Path, fe
     so the loss is too; but a weight gradient is a sum over rows, accumulated chunk by chunk by the cached
     step and in one matrix product by the plain step, and floating-point addition is not associative.
     """
-    enc = tiny_encoder(model_dir, dropout=False)
+    enc = float64_encoder(model_dir, dropout=False)
     loss_fn = build_loss("infonce")
     with one_thread():
         p_loss, p_z, p_grads = plain_step(enc, features, loss_fn)
@@ -246,7 +220,7 @@ def test_cached_memory_holds_one_chunk_of_activations(model_dir: Path) -> None:
     """The mechanism behind GradCache's flat memory: the peak activation bytes of a cached step over 48
     rows in chunks of 8 equal those of an uncached step over 8 rows (the loss graph over 48 rows is tiny).
     Real peak RSS with MiniLM is measured by ``bench/train_throughput.py --memory``."""
-    enc = tiny_encoder(model_dir, dropout=True)
+    enc = float64_encoder(model_dir, dropout=True)
     params = list(enc.parameters())
     sentences = [f"{s} number {i}" for i in range(4) for s in SENTENCES]  # 24 sentences, 48 rows
     feats = enc.tokenize(sentences + sentences, max_length=32)
@@ -272,47 +246,33 @@ def test_cached_memory_holds_one_chunk_of_activations(model_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- cached + DDP
-WORLD, LOCAL_BATCH, DDP_CHUNK = 2, 4, 5  # local rows 3 views x 4 = 12: chunks of 5, 5, 2
+LOCAL_BATCH, DDP_CHUNK = 4, 5  # local rows 3 views x 4 = 12: chunks of 5, 5, 2
 
 
 def _flat(records: list[tuple[str, str, str]]) -> list[str]:
     return [r[v] for v in range(3) for r in records]
 
 
-def _ddp_cached_worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        enc = tiny_encoder(model_dir, dropout=False)
+def _ddp_cached_worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    with gloo_group(rank, init_file):
+        enc = float64_encoder(model_dir, dropout=False)
         model = nn.parallel.DistributedDataParallel(enc)
         loss_fn = build_loss("infonce", temperature=0.05, hard_negative_weight=0.5)
         feats = enc.tokenize(_flat(TRIPLES[rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]), max_length=32)
         out, _ = cached_embed_and_backward(model, feats, 3, loss_fn, DDP_CHUNK, autocast=no_autocast)
         torch.save((out.total, grads_of(enc)), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_cached_ddp_equals_single_process_uncached(model_dir: Path, tmp_path: Path) -> None:
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"  # fork: no re-import per child
-    mp.start_processes(
-        _ddp_cached_worker,
-        args=(WORLD, str(tmp_path / "init"), str(model_dir), str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method=method,
-    )
-    enc = tiny_encoder(model_dir, dropout=False)
+    ranks: list[Any] = run_workers(_ddp_cached_worker, model_dir, tmp_path)
+    enc = float64_encoder(model_dir, dropout=False)
     loss_fn = build_loss("infonce", temperature=0.05, hard_negative_weight=0.5)
     with one_thread():
         z = enc(enc.tokenize(_flat(TRIPLES[: WORLD * LOCAL_BATCH]), max_length=32))
         ref = compute_loss(loss_fn, split_views(z, 3)).total
         ref.backward()
     ref_grads = grads_of(enc)
-    for r in range(WORLD):
-        loss, grads = torch.load(tmp_path / f"rank{r}.pt")
+    for r, (loss, grads) in enumerate(ranks):
         torch.testing.assert_close(loss / WORLD, ref.detach().float(), rtol=1e-6, atol=1e-6)
         for n, g in ref_grads.items():
             torch.testing.assert_close(grads[n], g, rtol=1e-6, atol=1e-6, msg=prefixed(f"rank {r} {n}"))

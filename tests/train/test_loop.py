@@ -51,16 +51,19 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_after_crash_is_bit_identical(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path) -> None:
-    ref = train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "a"))
+@pytest.mark.parametrize("sampling", [(), ("data.group_by_length=3",)], ids=["shuffled", "length-grouped"])
+def test_resume_after_crash_is_bit_identical(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, sampling: tuple[str, ...]
+) -> None:
+    ref = train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "a", *sampling))
 
     def crash(info: StepInfo) -> None:
         if info.step == 5:
             raise _Crash
 
     with pytest.raises(_Crash):
-        train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "b"), callbacks=[crash])
-    resumed = train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "b"), resume=True)
+        train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "b", *sampling), callbacks=[crash])
+    resumed = train(_cfg(tiny_model_dir, tiny_corpus, tmp_path / "b", *sampling), resume=True)
     a = load_file(str(tmp_path / "a" / "checkpoints" / "step-0000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "step-0000006" / "model.safetensors"))
     assert a.keys() == b.keys()

@@ -27,7 +27,7 @@ from torch import Tensor
 from csrl.analysis import sentence_metrics as sm
 from csrl.analysis import token_metrics as tm
 from csrl.analysis.functional import CONTENT, FUNCTIONAL, KIND_NAMES, IdToToken, token_kinds
-from csrl.models.encoder import TokenStates
+from csrl.models.encoder import Encoder, TokenStates
 
 DEFAULT_FREQUENCY_EDGES: tuple[int, ...] = (5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -293,6 +293,16 @@ _PER_LAYER = (
     "token_rogue_shares",
     "token_self_similarity",
 )
+
+
+def encode_pairs(
+    encoder: Encoder, xs: Sequence[str], ys: Sequence[str], *, batch_size: int = 128
+) -> tuple[Tensor, Tensor]:
+    """Embeddings of the pairs (xs[i], ys[i]): every distinct sentence encoded once, in one call."""
+    uniq = list(dict.fromkeys([*xs, *ys]))
+    emb = torch.from_numpy(encoder.encode(uniq, batch_size=batch_size))
+    row = {s: i for i, s in enumerate(uniq)}
+    return emb[[row[s] for s in xs]], emb[[row[s] for s in ys]]
 
 
 # ---------------------------------------------------------------- cheap probe

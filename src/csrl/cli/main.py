@@ -145,7 +145,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from csrl.evaluate.transfer import evaluate_transfer
 
         # one call: the encoder sorts all distinct sentences by token count and batches them itself
-        tr = evaluate_transfer(encode, data_dir, protocol=args.protocol, batch_size=None)
+        tr = evaluate_transfer(
+            encode, data_dir, protocol=args.protocol, batch_size=None, pair_features=args.mrpc_features
+        )
         print(tr.to_markdown())
         out["transfer"] = json.loads(tr.to_json())
     if args.output:
@@ -190,11 +192,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analysis
 def cmd_analyze(args: argparse.Namespace) -> int:
-    import torch
-
     from csrl.analysis.plots import save_all_plots
-    from csrl.analysis.suite import analyze_token_states
-    from csrl.data.sts import load_analysis_sentences, load_sts_task
+    from csrl.analysis.suite import analyze_token_states, encode_pairs
+    from csrl.data.sts import load_analysis_sentences, load_positive_pairs
     from csrl.utils.io import atomic_write_text
 
     _threads(args.threads)
@@ -218,10 +218,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     pairs = None
     try:
-        stsb = load_sts_task("stsb", data_dir, split="test").subsets[0]
-        keep = [i for i, g in enumerate(stsb.scores) if g > 4.0]
-        both = enc.encode([stsb.sentences1[i] for i in keep] + [stsb.sentences2[i] for i in keep], batch_size=128)
-        pairs = (torch.from_numpy(both[: len(keep)]), torch.from_numpy(both[len(keep) :]))
+        pairs = encode_pairs(enc, *load_positive_pairs(data_dir, args.positive_threshold))
     except CsrlError:
         pass  # no STS-B: alignment is skipped
     t2 = time.perf_counter()
@@ -344,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", default="sts", help="sts, transfer or sts,transfer")
     e.add_argument("--aggregate", default="all", choices=["all", "mean", "wmean"], help="STS12-16 aggregate reported")
     e.add_argument("--protocol", default="fasttest", choices=["fasttest", "test", "fast"], help="transfer protocol")
+    e.add_argument(
+        "--mrpc-features",
+        default="senteval",
+        choices=["senteval", "full"],
+        help="MRPC probe input: SentEval's [|u-v|, u*v] or [u, v, |u-v|, u*v]",
+    )
     e.add_argument("--batch-size", type=int, default=128)
     e.add_argument(
         "--precision",
@@ -380,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--sentences", help="a text file (one sentence per line) instead of STS-B test sentence1")
     a.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--positive-threshold", type=float, default=4.0, help="alignment positives: STS-B test pairs with gold > this"
+    )
     a.add_argument("--batch-size", type=int, default=64)
     _add_common(a)
     a.set_defaults(func=cmd_analyze)

@@ -527,6 +527,11 @@ class Corpus:
     def __len__(self) -> int:
         return int(self._bounds[-1])
 
+    def record_bytes(self) -> np.ndarray:
+        """Byte length of every record (all its fields, separators included), from the index: a free
+        proxy for its token count, for length-grouped batching."""
+        return np.concatenate([f.lengths for f in self._files]).astype(np.int64, copy=False)
+
     def __repr__(self) -> str:
         return f"Corpus({len(self)} records, fields={self.fields}, files={[str(p) for p in self.paths]})"
 

@@ -13,6 +13,12 @@ saved state yields exactly the batches the old one had not yet yielded. Behind a
 ``DataLoader`` the sampler runs ahead of training: save the position of the last batch the training
 loop actually consumed (``{"epoch": e, "position": steps_done_in_epoch}``), not the sampler's own.
 
+Length grouping (``lengths`` and ``group_batches=k > 1``): after the permutation, every window of ``k``
+full global batches is sorted by record length (longest first) and cut into batches, then the epoch's
+full global batches are shuffled again (``default_rng([seed, epoch, 1])``). Batches then hold records of
+similar length, so dynamic padding wastes little; the order still depends on ``(seed, epoch)`` alone.
+The leftover partial batch stays last.
+
 :class:`NoDuplicatesSampler` additionally keeps equal texts out of one global batch (an in-batch
 "negative" equal to the positive is a false negative).
 """
@@ -57,6 +63,8 @@ class EpochSampler:
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        lengths: np.ndarray | None = None,
+        group_batches: int = 1,
     ) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise CsrlError(
@@ -72,6 +80,14 @@ class EpochSampler:
                 f"(batch_size={self.batch_size} x world_size={self.world_size})",
                 hint="use a smaller batch size or fewer processes, add training data, or set drop_last=False",
             )
+        if group_batches < 1 or (group_batches > 1 and (lengths is None or len(lengths) < self.n)):
+            raise CsrlError(
+                f"invalid length grouping: group_batches={group_batches} with "
+                f"{'no' if lengths is None else len(lengths)} lengths for {self.n} records",
+                hint="group_batches >= 1; grouping (> 1) needs one length per record",
+            )
+        self.group_batches = int(group_batches)
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
         self.epoch = 0
         self.position = 0
         self._cache: tuple[int, np.ndarray] | None = None
@@ -85,8 +101,22 @@ class EpochSampler:
                 perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             else:
                 perm = np.arange(self.n)
+            if self.group_batches > 1:
+                perm = self._group_by_length(perm.astype(np.int64, copy=False), epoch)
             self._cache = (epoch, perm.astype(np.int64, copy=False))
         return self._cache[1]
+
+    def _group_by_length(self, perm: np.ndarray, epoch: int) -> np.ndarray:
+        """Sort windows of ``group_batches`` full global batches by length, then shuffle the batches."""
+        assert self.lengths is not None
+        g = self.global_batch_size
+        full = (self.n // g) * g
+        span = g * self.group_batches
+        head = perm[:full]
+        pieces = [c[np.argsort(-self.lengths[c], kind="stable")] for c in np.split(head, range(span, full, span))]
+        batches = np.concatenate(pieces).reshape(-1, g) if full else head.reshape(0, g)
+        batches = batches[np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))]
+        return np.concatenate([batches.ravel(), perm[full:]])
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,6 +171,7 @@ class EpochSampler:
             "seed": self.seed,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            **({"group_batches": self.group_batches} if self.group_batches > 1 else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -199,13 +230,18 @@ class NoDuplicatesSampler(EpochSampler):
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        lengths: np.ndarray | None = None,
+        group_batches: int = 1,
     ) -> None:
         if not drop_last:
             raise CsrlError(
                 "NoDuplicatesSampler needs drop_last=True",
                 hint="leftover records at the end of an epoch cannot always fill a batch without duplicates",
             )
-        super().__init__(len(keys), batch_size, seed, drop_last=True, rank=rank, world_size=world_size, shuffle=shuffle)
+        super().__init__(
+            len(keys), batch_size, seed, drop_last=True, rank=rank, world_size=world_size, shuffle=shuffle,
+            lengths=lengths, group_batches=group_batches,
+        )  # fmt: skip
         self._keys = keys
         self._plan: tuple[int, list[np.ndarray]] | None = None
 

@@ -224,6 +224,18 @@ def load_analysis_sentences(data_dir: Path | None = None, limit: int | None = No
     return out[:limit] if limit is not None else out
 
 
+POSITIVE_THRESHOLD = 4.0  # STS-B gold score above which a pair counts as positive (SimCSE, Fig. 2)
+
+
+def load_positive_pairs(
+    data_dir: Path | None = None, threshold: float = POSITIVE_THRESHOLD
+) -> tuple[list[str], list[str]]:
+    """STS-B test pairs with a gold score above ``threshold``: the positives of the alignment metric."""
+    pairs = load_sts_task("stsb", data_dir, split="test").subsets[0]
+    keep = [i for i, g in enumerate(pairs.scores) if g > threshold]
+    return [pairs.sentences1[i] for i in keep], [pairs.sentences2[i] for i in keep]
+
+
 def load_sts_from_hub(task: str, *, repo_id: str | None = None, split: str = "test") -> STSTask:
     """The same sets from the Hugging Face Hub (the MTEB copies) or a local ``datasets`` folder.
 

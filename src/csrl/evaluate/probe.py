@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -314,8 +314,8 @@ def train_torch_probes(
     validation: tuple[FloatArray, IntArray] | None = None,
 ) -> list[LinearProbe]:
     """SentEval's ``MLP(nhid=0).fit``, once per penalty in l2regs, trained jointly (see module doc)."""
-    with limited_threads(config.threads):
-        return _fit_torch(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+    torch_config = replace(config, backend="torch")
+    return train_probes(x, y, n_classes=n_classes, l2regs=l2regs, config=torch_config, validation=validation)
 
 
 def train_sklearn_probes(
@@ -328,8 +328,8 @@ def train_sklearn_probes(
     validation: tuple[FloatArray, IntArray] | None = None,
 ) -> list[LinearProbe]:
     """Fast mode: ``LogisticRegression(C=1 / (l2 n))`` on all of (x, y); validation is only scored."""
-    with limited_threads(config.threads):
-        return _fit_sklearn(x, y, n_classes=n_classes, l2regs=l2regs, config=config, validation=validation)
+    sk_config = replace(config, backend="sklearn")
+    return train_probes(x, y, n_classes=n_classes, l2regs=l2regs, config=sk_config, validation=validation)
 
 
 @contextmanager

@@ -11,7 +11,8 @@ probes (:mod:`csrl.evaluate.probe`) on the frozen embeddings. Protocols (:data:`
 
 All use seed 1111 and SentEval's validation per task: nested k-fold for MR/CR/SUBJ/MPQA, k-fold on
 train then one fit for TREC and MRPC, dev-set selection for SST-2. MRPC features are
-``[|u - v|, u * v]``; its F1 is for the paraphrase class. Before probing, each split is put in
+``[|u - v|, u * v]`` as in SentEval's ``mrpc.py`` (``pair_features="full"`` adds u and v); its F1 is
+for the paraphrase class. Before probing, each split is put in
 SentEval's order (stable sort by whitespace-token count, then label; for MRPC by both counts, then
 label), because SentEval's folds and batches index that order. The reported average is the plain
 mean of test accuracies (MRPC: accuracy), as in SimCSE's ``Avg.`` column.
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -184,13 +185,22 @@ def _sorted_split(split: LabeledSentences, table: EmbeddingTable) -> tuple[NDArr
     return x, np.asarray(split.labels, dtype=np.int64)[order]
 
 
-def _pair_features(pairs: LabeledPairs, table: EmbeddingTable) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+PairFeatures = Literal["senteval", "full"]
+
+
+def _pair_features(
+    pairs: LabeledPairs, table: EmbeddingTable, kind: PairFeatures = "senteval"
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """SentEval's MRPC features [|u - v|, u * v] (``"senteval"``), or InferSent's [u, v, |u - v|, u * v]."""
     order = senteval_order([len(s.split()) for s in pairs.first], [len(s.split()) for s in pairs.second], pairs.labels)
     u, v = table[pairs.first][order], table[pairs.second][order]
-    return np.concatenate([np.abs(u - v), u * v], axis=1), np.asarray(pairs.labels, dtype=np.int64)[order]
+    parts = [np.abs(u - v), u * v] if kind == "senteval" else [u, v, np.abs(u - v), u * v]
+    return np.concatenate(parts, axis=1), np.asarray(pairs.labels, dtype=np.int64)[order]
 
 
-def run_task(task: TransferTask, table: EmbeddingTable, config: ProbeConfig) -> TaskResult:
+def run_task(
+    task: TransferTask, table: EmbeddingTable, config: ProbeConfig, pair_features: PairFeatures = "senteval"
+) -> TaskResult:
     """Train and select probes for one loaded task on embeddings from ``table``."""
     start = time.perf_counter()
     f1: float | None = None
@@ -212,8 +222,8 @@ def run_task(task: TransferTask, table: EmbeddingTable, config: ProbeConfig) -> 
         n_dev, n_test = len(task.train), len(task.test)
     else:
         (x_train, y_train), (x_test, y_test) = (
-            _pair_features(task.train, table),
-            _pair_features(task.test, table),
+            _pair_features(task.train, table, pair_features),
+            _pair_features(task.test, table, pair_features),
         )
         result = kfold_then_fit(x_train, y_train, x_test, y_test, n_classes=task.n_classes, config=config)
         assert result.predictions is not None
@@ -237,14 +247,19 @@ def evaluate_transfer(
     tasks: Sequence[str] = TRANSFER_TASKS,
     protocol: str = "fasttest",
     batch_size: int | None = 128,
+    pair_features: PairFeatures = "senteval",
 ) -> TransferResults:
     """Run the SentEval transfer tasks on ``encode``.
 
     encode: list of sentences -> (n, dim) array; it receives each distinct sentence of all tasks
     exactly once, as SentEval's batcher builds it (tokens joined by single spaces), in length-sorted
     chunks of ``batch_size`` (one call with everything when None). data_dir: root of the data layout
-    (holds ``transfer/``). tasks: SentEval names, reported in SimCSE's order.
+    (holds ``transfer/``). tasks: SentEval names, reported in SimCSE's order. pair_features: MRPC's
+    probe input, SentEval's ``[|u - v|, u * v]`` (what SimCSE's numbers use) or ``"full"``
+    ``[u, v, |u - v|, u * v]``.
     """
+    if pair_features not in ("senteval", "full"):
+        raise CsrlError(f"unknown MRPC features {pair_features!r}", hint="use 'senteval' or 'full'")
     start = time.perf_counter()
     config = protocol_config(protocol)
     unknown = [t for t in tasks if t not in TRANSFER_TASKS]
@@ -257,7 +272,7 @@ def evaluate_transfer(
     table = EmbeddingTable(encode, sentences, batch_size)
     encode_seconds = time.perf_counter() - encode_start
 
-    results = tuple(run_task(task, table, config) for task in loaded)
+    results = tuple(run_task(task, table, config, pair_features) for task in loaded)
     return TransferResults(
         protocol=protocol,
         tasks=results,

@@ -308,11 +308,13 @@ class Encoder(nn.Module):
                     )
                     if self.pooler == "cls" and self.use_head():
                         p = self.head(p)
-                    for row, i in enumerate(idx):
-                        a, b = int(offsets[i]), int(offsets[i + 1])
-                        for li, h in enumerate(hs):
-                            layers[li][a:b] = h[row, : b - a].float().cpu()
-                        pooled[i] = p[row].float().cpu()
+                    # scatter the batch's real tokens to their packed rows, one copy per layer
+                    mask = feats["attention_mask"].bool().cpu()
+                    rows = torch.as_tensor(idx, dtype=torch.long)
+                    dest = (offsets[rows][:, None] + torch.arange(mask.shape[1])[None, :])[mask]
+                    for li, h in enumerate(hs):
+                        layers[li].index_copy_(0, dest, h.float().cpu()[mask])
+                    pooled.index_copy_(0, rows, p.float().cpu())
         finally:
             self.train(was_training)
         token_ids = torch.tensor([t for r in ids for t in r], dtype=torch.long)

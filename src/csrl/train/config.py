@@ -37,6 +37,7 @@ class DataConfig:
     max_length: int = 32  # training truncation (SimCSE: 32)
     max_sentences: int | None = None  # use only the first N records (CPU-sized runs)
     no_duplicates: bool = False  # defer records whose text is already in the batch (false negatives)
+    group_by_length: int = 0  # k > 1: batches of similar length, from windows of k batches (0 = off)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise CsrlError(f"train.lr must be > 0, got {t.lr}")
     if cfg.data.max_length < 2:
         raise CsrlError(f"data.max_length must be >= 2, got {cfg.data.max_length}")
+    if cfg.data.group_by_length < 0:
+        raise CsrlError(
+            f"data.group_by_length must be >= 0, got {cfg.data.group_by_length}",
+            hint="0 or 1 = off; k > 1 groups batches by length within windows of k batches (try 8)",
+        )
     if t.cache_chunk_size is not None and t.cache_chunk_size < 1:
         raise CsrlError(f"train.cache_chunk_size must be >= 1, got {t.cache_chunk_size}")
     from csrl.models.pooling import canonical_pooler

@@ -22,15 +22,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from csrl.analysis.functional import IdToToken
-from csrl.analysis.suite import dynamics_probe
+from csrl.analysis.suite import dynamics_probe, encode_pairs
+from csrl.data.sts import POSITIVE_THRESHOLD, load_positive_pairs
 from csrl.errors import CsrlError
 from csrl.models.encoder import Encoder
 from csrl.train.config import RunConfig
 
 if TYPE_CHECKING:  # the trainer imports this module; StepInfo is only needed for annotations
     from csrl.train.loop import StepInfo
-
-POSITIVE_THRESHOLD = 4.0  # STS-B gold score above which a pair counts as positive (SimCSE Fig. 2)
 
 
 class DynamicsCallback:
@@ -115,11 +114,7 @@ class DynamicsCallback:
     def _encode_pairs(self, encoder: Encoder) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not self.pairs or not self.pairs[0]:
             return None
-        xs, ys = self.pairs
-        uniq = list(dict.fromkeys([*xs, *ys]))
-        emb = torch.from_numpy(encoder.encode(uniq, batch_size=self.batch_size))
-        row = {s: i for i, s in enumerate(uniq)}
-        return emb[[row[s] for s in xs]], emb[[row[s] for s in ys]]
+        return encode_pairs(encoder, *self.pairs, batch_size=self.batch_size)
 
 
 def probe_sentences(data_dir: Path | None, limit: int) -> list[str]:
@@ -138,15 +133,10 @@ def probe_sentences(data_dir: Path | None, limit: int) -> list[str]:
 
 def positive_pairs(data_dir: Path | None, threshold: float = POSITIVE_THRESHOLD) -> tuple[list[str], list[str]] | None:
     """STS-B test pairs with a gold score above ``threshold``; None when STS-B is not available."""
-    from csrl.data.sts import load_sts_task
-
     try:
-        task = load_sts_task("stsb", data_dir, split="test")
+        return load_positive_pairs(data_dir, threshold)
     except CsrlError:
         return None
-    p = task.subsets[0]
-    keep = [i for i, g in enumerate(p.scores) if g > threshold]
-    return [p.sentences1[i] for i in keep], [p.sentences2[i] for i in keep]
 
 
 def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | None) -> DynamicsCallback | None:

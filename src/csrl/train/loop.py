@@ -292,11 +292,14 @@ def _train(
         raise CsrlError(f"train.batch_size={t.batch_size} is not divisible by the {ws} processes")
     local_bs = t.batch_size // ws
     sampler: EpochSampler
+    grouping: dict[str, Any] = {}
+    if cfg.data.group_by_length > 1:
+        grouping = {"lengths": corpus.record_bytes()[:n_records], "group_batches": cfg.data.group_by_length}
     if cfg.data.no_duplicates:
         keys = record_keys(_Prefix(corpus, n_records))
-        sampler = NoDuplicatesSampler(keys, local_bs, t.seed, rank=dist.rank(), world_size=ws)
+        sampler = NoDuplicatesSampler(keys, local_bs, t.seed, rank=dist.rank(), world_size=ws, **grouping)
     else:
-        sampler = EpochSampler(n_records, local_bs, t.seed, rank=dist.rank(), world_size=ws)
+        sampler = EpochSampler(n_records, local_bs, t.seed, rank=dist.rank(), world_size=ws, **grouping)
     loss_fn = build_loss(cfg.loss.name, **dict(cfg.loss.params)).to(device)
     seed_everything(t.seed)
     encoder = Encoder.from_pretrained(cfg.model).to(device)
