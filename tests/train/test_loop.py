@@ -144,3 +144,16 @@ def test_cached_batches_match_uncached_and_log_same_loss(
     la = [r["train/loss"] for r in a.metrics if "train/loss" in r]
     lb = [r["train/loss"] for r in b.metrics if "train/loss" in r]
     assert all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(la, lb, strict=True))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_grads_finite_finds_one_bad_entry(bad: float) -> None:
+    from csrl.train.loop import grads_finite
+
+    params = [nn.Parameter(torch.zeros(3, 4)), nn.Parameter(torch.zeros(5)), nn.Parameter(torch.zeros(2))]
+    for p in params[:2]:
+        p.grad = torch.randn_like(p) * 1e30  # huge but finite: a 2-norm would overflow, the max does not
+    assert grads_finite(params)  # the third has no gradient
+    assert params[1].grad is not None
+    params[1].grad[3] = bad
+    assert not grads_finite(params)
