@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics.pairwise import cosine_similarity
 
 from csrl.analysis import token_metrics as tm
-from csrl.analysis.functional import (
+from csrl.analysis.function_words import (
     CONTENT,
     FUNCTIONAL,
     OTHER,

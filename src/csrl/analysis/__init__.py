@@ -7,7 +7,7 @@ Pure metric functions live in ``token_metrics`` (per layer, packed token vectors
 
 from __future__ import annotations
 
-from csrl.analysis.functional import classify_token, load_functional_words, token_kinds
+from csrl.analysis.function_words import classify_token, load_functional_words, token_kinds
 from csrl.analysis.sentence_metrics import (
     alignment,
     average_cosine,

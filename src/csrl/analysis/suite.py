@@ -26,7 +26,7 @@ from torch import Tensor
 
 from csrl.analysis import sentence_metrics as sm
 from csrl.analysis import token_metrics as tm
-from csrl.analysis.functional import CONTENT, FUNCTIONAL, KIND_NAMES, IdToToken, token_kinds
+from csrl.analysis.function_words import CONTENT, FUNCTIONAL, KIND_NAMES, IdToToken, token_kinds
 from csrl.models.encoder import Encoder, TokenStates
 
 DEFAULT_FREQUENCY_EDGES: tuple[int, ...] = (5, 10, 20, 50, 100, 200, 500, 1000)

@@ -13,11 +13,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from csrl.data.sts import STSTask
+from csrl.data.sts import STSTask, load_sts_suite, load_sts_task
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 AGGREGATES = ("all", "mean", "wmean")
@@ -140,3 +141,21 @@ def evaluate_sts(encode: EncodeFn, tasks: Sequence[STSTask], *, aggregate: str =
         seconds_encode=t1 - t0,
         seconds_total=time.perf_counter() - t0,
     )
+
+
+# --------------------------------------------------------------------------- named evaluations
+# Used by training (dev selection, final table) and by sweeps; they take an encode function, so this
+# package needs no model code.
+def stsb_dev_score(encode: EncodeFn, data_dir: Path | None) -> float:
+    """STS-B dev Spearman x 100: SimCSE's model-selection score."""
+    return evaluate_sts(encode, [load_sts_task("STSBenchmark", data_dir, split="dev")]).tasks[0].score("all")
+
+
+def evaluate_stsb_test(encode: EncodeFn, data_dir: Path | None) -> STSResults:
+    """STS-B test alone (a sweep cell's cheap final score)."""
+    return evaluate_sts(encode, [load_sts_task("stsb", data_dir, split="test")])
+
+
+def evaluate_sts_suite(encode: EncodeFn, data_dir: Path | None, *, aggregate: str = "all") -> STSResults:
+    """The 7 STS test sets (STS12-16, STS-B, SICK-R) of papers.md 3.2."""
+    return evaluate_sts(encode, load_sts_suite(data_dir), aggregate=aggregate)

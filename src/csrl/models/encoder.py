@@ -320,3 +320,15 @@ class Encoder(nn.Module):
         token_ids = torch.tensor([t for r in ids for t in r], dtype=torch.long)
         sentence_index = torch.repeat_interleave(torch.arange(len(ids)), lengths)
         return TokenStates(layers, token_ids, sentence_index, offsets, pooled=pooled)
+
+
+@contextlib.contextmanager
+def pooler_override(encoder: Encoder, pooler: str | None) -> Iterator[None]:
+    """Use another pooler for a while (e.g. ``cls_before_pooler`` to evaluate a ``cls`` model); None = keep."""
+    old = encoder.pooler
+    if pooler is not None:
+        encoder.pooler = canonical_pooler(pooler)
+    try:
+        yield
+    finally:
+        encoder.pooler = old

@@ -43,7 +43,7 @@ from csrl.models.save import save_encoder
 from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
 from csrl.train.config import RunConfig
-from csrl.train.dynamics import make_dynamics_callback
+from csrl.train.geometry_probe import make_dynamics_callback
 from csrl.train.schedule import lr_at
 from csrl.train.step import Views, cached_embed_and_backward, compute_loss, split_views
 from csrl.utils.io import atomic_write_json, atomic_write_text

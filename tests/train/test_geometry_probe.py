@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from csrl.errors import CsrlError
 from csrl.models.encoder import Encoder
 from csrl.train.config import load_config
-from csrl.train.dynamics import DynamicsCallback, make_dynamics_callback, positive_pairs, probe_sentences
+from csrl.train.geometry_probe import DynamicsCallback, make_dynamics_callback, positive_pairs, probe_sentences
 from csrl.train.loop import train
 
 EXPECTED = {

@@ -10,26 +10,22 @@ trainer merges into ``metrics.jsonl``. Alignment uses STS-B test pairs with a go
 The probe runs in eval mode (no dropout, no training head under ``mlp_only_train``: the geometry of the
 embeddings that are evaluated), restores the training mode, and runs inside ``torch.random.fork_rng``,
 so a run with the callback is bit-identical to a run without it. Step 0 (the untrained model) has no
-:class:`~csrl.train.loop.StepInfo`; the trainer records it with :meth:`DynamicsCallback.initial`.
+:class:`~csrl.train.callbacks.StepInfo`; the trainer records it with :meth:`DynamicsCallback.initial`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
-from csrl.analysis.functional import IdToToken
+from csrl.analysis.function_words import IdToToken
 from csrl.analysis.suite import dynamics_probe, encode_pairs
 from csrl.data.sts import POSITIVE_THRESHOLD, load_positive_pairs
 from csrl.errors import CsrlError
 from csrl.models.encoder import Encoder
+from csrl.train.callbacks import StepInfo
 from csrl.train.config import RunConfig
-
-if TYPE_CHECKING:  # the trainer imports this module; StepInfo is only needed for annotations
-    from csrl.train.loop import StepInfo
 
 
 class DynamicsCallback:
