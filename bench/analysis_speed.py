@@ -1,17 +1,17 @@
 """csrl's geometry analysis suite: time split into forward (token states) and metrics.
 
-What ``csrl analyze`` does, timed in parts: ``Encoder.token_states`` over STS-B test sentence1 (1,379
-sentences, every layer, padding dropped), the positive pairs (STS-B test pairs with gold > 4, encoded for
-the alignment metric), then ``analyze_token_states`` (anisotropy baseline, self-similarity,
-intra-sentence similarity, norms, rogue dimensions on every layer, and the sentence-level metrics). The
-whole thing runs in its own interpreter for a clean peak RSS; repeats are medians.
+What ``csrl analyze`` does (``csrl.pipelines.analyze.analyze_model``, without writing files), timed in
+parts: ``Encoder.token_states`` over STS-B test sentence1 (1,379 sentences, every layer, padding
+dropped), the positive pairs (STS-B test pairs with gold > 4, encoded for the alignment metric), then
+``analyze_token_states`` (every registered metric: anisotropy baseline, self-similarity, intra-sentence
+similarity, norms, rogue dimensions on every layer, and the sentence-level metrics). Model loading is not
+timed. The whole thing runs in its own interpreter for a clean peak RSS; repeats are medians.
 
 Run: CSRL_DATA_DIR=../shared/data .venv/bin/python bench/analysis_speed.py [--repeats 3] [--markdown out.md]
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +29,19 @@ from common import (
 
 
 def run_suite(root: Path, model: str, batch_size: int, limit: int | None) -> dict[str, Any]:
-    from csrl.analysis.suite import analyze_token_states, encode_pairs
-    from csrl.data.sts import load_analysis_sentences, load_positive_pairs
-    from csrl.models.encoder import Encoder
+    from csrl.pipelines.analyze import analyze_model
 
-    sentences = load_analysis_sentences(root, limit)
-    enc = Encoder.from_pretrained(model=model)
-    t0 = time.perf_counter()
-    states = enc.token_states(sentences, batch_size=batch_size)
-    t1 = time.perf_counter()
-    pairs = encode_pairs(enc, *load_positive_pairs(root))
-    t2 = time.perf_counter()
-    tok = enc.tokenizer
-    result = analyze_token_states(
-        states,
-        vocab=tok.convert_ids_to_tokens,
-        special_tokens=set(tok.all_special_tokens),
-        positive_pairs=pairs,
-    )
-    t3 = time.perf_counter()
+    result = analyze_model(model, data_dir=root, limit=limit, batch_size=batch_size)
+    x = result.extra
     return {
-        "forward_s": t1 - t0,
-        "pairs_s": t2 - t1,
-        "metrics_s": t3 - t2,
-        "total_s": t3 - t0,
-        "sentences": len(sentences),
+        "forward_s": x["seconds_forward"],
+        "pairs_s": x["seconds_positive_pairs"],
+        "metrics_s": x["seconds_metrics"],
+        "total_s": x["seconds_forward"] + x["seconds_positive_pairs"] + x["seconds_metrics"],
+        "sentences": result.n_sentences,
         "tokens": result.n_tokens,
         "layers": result.n_layers,
-        "pooler": enc.pooler,
+        "pooler": x["pooler"],
     }
 
 

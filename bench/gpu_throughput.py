@@ -110,8 +110,8 @@ def run_csrl(args: Any, batch: int, *, compile_backbone: bool) -> dict[str, Any]
 
     from csrl.losses import build_loss
     from csrl.models.encoder import Encoder, EncoderConfig
-    from csrl.train.loop import autocast_factory
     from csrl.train.step import compute_loss, split_views
+    from csrl.utils.precision import autocast_factory
 
     device = torch.device(args.device)
     tok = load_tokenizer(args.tokenizer)

@@ -73,8 +73,9 @@ def run_csrl(
     group_by_length: int = 0,
 ) -> dict[str, Any]:
     """csrl's own ``train()``, timed by a callback after every step."""
+    from csrl.train.callbacks import StepInfo
     from csrl.train.config import load_config
-    from csrl.train.loop import StepInfo, train
+    from csrl.train.loop import train
 
     timer = StepTimer()
 
@@ -192,11 +193,11 @@ def run_plain(root: Path, *, bf16: bool, steps: int, warmup: int) -> dict[str, A
 
 
 def run_pretrained(root: Path) -> dict[str, Any]:
+    from csrl.evaluate.sts import stsb_dev_score
     from csrl.models.encoder import Encoder
-    from csrl.train.loop import evaluate_dev
 
     enc = Encoder.from_pretrained(model="embedded:all-MiniLM-L6-v2")
-    return {"stsb_dev": evaluate_dev(enc, root, 128)}
+    return {"stsb_dev": stsb_dev_score(lambda s: enc.encode(s, batch_size=128), root)}
 
 
 def child(name: str, args: Any) -> dict[str, Any]:

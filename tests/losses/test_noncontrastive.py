@@ -234,3 +234,20 @@ def test_variants_and_errors() -> None:
         # view symmetry: every objective here is symmetrised
         loss = build_loss(name, variant="mod")
         assert loss(z1, z2).total.item() == pytest.approx(loss(z2, z1).total.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("t", [1.0, 0.05])
+def test_mhe_terms_are_the_wang_isola_metrics(t: float) -> None:
+    """ori MHE = lam (U_0 + U_1) + alignment, with U_v = uniformity(h_v, 1/(2t)) + 1/t + log(N (N - 1) / 2)."""
+    from csrl.analysis.sentence_metrics import alignment, uniformity
+
+    g = torch.Generator().manual_seed(11)
+    z1 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(6, 5, generator=g, dtype=torch.float64)
+    variant = "ori" if t == 1.0 else "w_w"  # w_w puts the uniformity on cosines / temperature
+    out = build_loss("mhe", variant=variant, lam=2.0, temperature=t)(z1, z2)
+    shift = 1 / t + math.log(6 * 5 / 2)
+    want = 2.0 * sum(uniformity(z, t=1 / (2 * t)) + shift for z in (z1, z2))
+    torch.testing.assert_close(out.terms["uniform"], want)
+    if variant == "ori":
+        torch.testing.assert_close(out.terms["align"], alignment(z1, z2))

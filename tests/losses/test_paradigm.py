@@ -160,3 +160,31 @@ def test_step_stats_is_cheap_and_detached() -> None:
     # hardest-negative share grows as tau shrinks
     shares = [step_stats(build_loss("infonce", temperature=t), z1, z2)["paradigm/w_hardest"] for t in (1, 0.1, 0.01)]
     assert shares == sorted(shares)
+
+
+def test_closed_form_dispatches_on_the_declaration() -> None:
+    """closed_form and gd_scale call the loss's own methods, so any module declaring them works."""
+    from csrl.losses import loss_names, loss_traits
+    from csrl.losses._functional import ClosedForm
+    from csrl.losses.paradigm import gd_scale
+
+    class Declared(nn.Module):
+        def paradigm_closed_form(self, s: Tensor) -> ClosedForm:
+            n, m = s.shape
+            return ClosedForm(torch.full((n,), 0.5, dtype=s.dtype), torch.full_like(s, 1 / m), torch.ones(n))
+
+        def gd_scale(self, cos: Tensor) -> Tensor:
+            return cos.new_full((cos.shape[0],), 3.0)
+
+    z1, z2, _ = _views(6, False)
+    cf = closed_form(Declared(), z1, z2)
+    assert (cf.gd == 0.5).all() and (cf.scale == 3.0).all() and (cf.gd_raw == 1.5).all()
+    assert (gd_scale(_NoCosine(), cf.cos) == 1).all()
+    with pytest.raises(TypeError, match="no closed form for _NoCosine; use effective_decomposition"):
+        closed_form(_NoCosine(), z1, z2)
+    for name in loss_names():  # the trait and the dispatch agree for every registered loss
+        if loss_traits(name).has_closed_form:
+            assert closed_form(build_loss(name), z1, z2).gd.shape == (B,)
+        else:
+            with pytest.raises(TypeError, match="no closed form"):
+                closed_form(build_loss(name), z1, z2)

@@ -71,3 +71,14 @@ def test_reproducible_and_shared_negatives_agree(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="grid"):
         simulate(tmp_path, grid=1)
     assert not math.isnan(c["gd_met"].mean().item())
+
+
+def test_reads_the_declared_paper_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulation takes each loss's hyper-parameters from its class declaration."""
+    from csrl.losses.triplet import MPT
+
+    base = gd_r_maps(4, 50, 127, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(MPT, "paper_defaults", {"margin": 2.0})  # a margin of 2 never dissipates
+    wide = gd_r_maps(4, 50, 127, torch.Generator().manual_seed(0))
+    assert base["gd_mpt"].min() < 0.5 and (wide["gd_mpt"] == 1).all()
+    torch.testing.assert_close(wide["gd_infonce"], base["gd_infonce"], atol=0, rtol=0)

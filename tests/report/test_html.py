@@ -15,7 +15,8 @@ import yaml
 from csrl.cli.report_cmds import add_parsers
 from csrl.errors import CsrlError
 from csrl.report.html import build_report, write_report
-from csrl.report.sweep import DONE, load_sweep, prepare_cell
+from csrl.report.sweep_layout import DONE
+from csrl.sweep import load_sweep, prepare_cell
 
 CHROMIUM = Path("/usr/bin/chromium")
 TASKS = ["STS12", "STS13", "STS14", "STS15", "STS16", "STS-B", "SICK-R"]

@@ -24,7 +24,7 @@ from ddp_helpers import WORLD, float64_encoder, gloo_group, one_thread, prefixed
 from torch import Tensor, nn
 
 import csrl.train.distributed as csrl_dist
-from csrl.losses import build_loss
+from csrl.losses import build_loss, loss_class, loss_names, loss_traits
 from csrl.models.encoder import Encoder
 from csrl.train.step import Views, compute_loss, split_views
 
@@ -42,21 +42,34 @@ RECORDS = [
     ("the senate passed the bill", "lawmakers approved the law", "the river floods every spring"),
 ]
 
-# Every registered objective, with hard negatives (3 views) wherever the loss accepts them.
-CASES: dict[str, tuple[str, dict[str, Any], int]] = {
-    "infonce": ("infonce", {"temperature": 0.05}, 2),
-    "infonce-hn": ("infonce", {"temperature": 0.05, "hard_negative_weight": math.log(2.0)}, 3),
-    "arccon-hn": ("arccon", {}, 3),
-    "mpt-hn": ("mpt", {}, 3),
-    "met-hn": ("met", {}, 3),
-    "mat-hn": ("mat", {}, 3),
-    "surrogate": ("surrogate", {}, 2),
+# Parameter sets the registry cannot infer, merged over a loss's paper defaults: suffix -> (params, views or
+# None for "3 if the loss accepts hard negatives, else 2"). A loss not listed runs once at its paper defaults.
+CASE_OVERRIDES: dict[str, dict[str, tuple[dict[str, Any], int | None]]] = {
+    "infonce": {"": ({}, 2), "-hn": ({"hard_negative_weight": math.log(2.0)}, 3)},
     **{
-        f"{name}-{variant}": (name, {"variant": variant}, 2)
+        name: {f"-{variant}": ({"variant": variant}, None) for variant in ("ori", "mod")}
         for name in ("mhe", "mhs", "barlowtwins", "vicreg")
-        for variant in ("ori", "mod")
     },
 }
+
+
+def registry_cases() -> dict[str, tuple[str, dict[str, Any], int]]:
+    """Every built-in loss with in-batch negatives (``loss_traits``), with hard negatives (3 views)
+    wherever it accepts them: case -> (loss, params, views)."""
+    cases: dict[str, tuple[str, dict[str, Any], int]] = {}
+    for name in loss_names():
+        traits = loss_traits(name)
+        if not traits.in_batch_negatives or not loss_class(name).__module__.startswith("csrl.losses."):
+            continue  # test-only losses other modules may register are not part of the comparison
+        default_views = 3 if traits.hard_negatives else 2
+        at_paper_defaults = {"-hn" if traits.hard_negatives else "": ({}, None)}
+        for suffix, (params, views) in CASE_OVERRIDES.get(name, at_paper_defaults).items():
+            cases[name + suffix] = (name, {**traits.paper_defaults, **params}, views or default_views)
+    return cases
+
+
+# Every registered objective, with hard negatives (3 views) wherever the loss accepts them.
+CASES: dict[str, tuple[str, dict[str, Any], int]] = registry_cases()
 
 
 def flat_texts(records: list[tuple[str, str, str]], n_views: int) -> list[str]:

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 from csrl.errors import CsrlError, NonFiniteError
 from csrl.losses.registry import _LOSSES, LossOutput, register_loss
+from csrl.train.callbacks import StepInfo
 from csrl.train.config import load_config
-from csrl.train.loop import StepInfo, train
+from csrl.train.loop import train
 
 
 def _cfg(model: Path, corpus: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
@@ -148,7 +149,7 @@ def test_cached_batches_match_uncached_and_log_same_loss(
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_grads_finite_finds_one_bad_entry(bad: float) -> None:
-    from csrl.train.loop import grads_finite
+    from csrl.train.step import grads_finite
 
     params = [nn.Parameter(torch.zeros(3, 4)), nn.Parameter(torch.zeros(5)), nn.Parameter(torch.zeros(2))]
     for p in params[:2]:

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from csrl.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from csrl.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, strict_json
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -127,3 +128,27 @@ def test_atomic_dir_restores_old_when_final_rename_fails(tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert (target / "keep.txt").read_text() == "old" and not (target / "new.txt").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_strict_json_makes_non_finite_and_numpy_values_strict() -> None:
+    nan, inf = float("nan"), float("inf")
+    obj = {
+        "finite": 1.5,
+        "nan": nan,
+        "inf": [inf, -inf, 2],
+        "tuple": (np.float32(0.5), np.int64(3), np.float64(-inf), np.bool_(True)),
+        "array": np.array([[1.0, np.nan]]),
+        "nested": {"deeper": {"x": np.float16(nan), "s": "text", "none": None}},
+    }
+    got = strict_json(obj)
+    assert got == {
+        "finite": 1.5,
+        "nan": None,
+        "inf": [None, None, 2],
+        "tuple": [0.5, 3, None, True],
+        "array": [[1.0, None]],
+        "nested": {"deeper": {"x": None, "s": "text", "none": None}},
+    }
+    assert type(got["tuple"][1]) is int and type(got["tuple"][0]) is float and type(got["tuple"][3]) is bool
+    json.dumps(got, allow_nan=False)  # strict JSON: would raise ValueError on a NaN left behind
+    assert obj["nan"] != obj["nan"] and isinstance(obj["tuple"], tuple)  # the input is not changed

@@ -1,8 +1,10 @@
 """Functional vs content tokens, for paper A's "spurious contextualisation" split.
 
-Three kinds of token id:
+Wording: "function words" are the closed-class English words of the bundled list; "functional tokens"
+are the token kind built from them, which also takes punctuation and special tokens. Three kinds of
+token id:
 
-- functional: the bundled English function-word list (``resources/functional_words.txt``), pure
+- functional: the bundled function words (``resources/function_words.txt``), pure
   punctuation/symbol tokens, and the tokenizer's special tokens ([CLS], [SEP], <s>, ...);
 - content: any other alphabetic whole-word token;
 - other: word continuations (WordPiece ``##`` pieces), numbers, mixed tokens. They count in neither group.
@@ -19,6 +21,7 @@ import unicodedata
 from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +39,7 @@ IdToToken = Sequence[str] | Callable[[int], str]
 
 @lru_cache(maxsize=1)
 def _bundled_words() -> frozenset[str]:
-    text = resources.files("csrl.analysis").joinpath("resources/functional_words.txt").read_text("utf-8")
+    text = resources.files("csrl.analysis").joinpath("resources/function_words.txt").read_text("utf-8")
     return parse_word_list(text)
 
 
@@ -47,8 +50,9 @@ def parse_word_list(text: str) -> frozenset[str]:
 
 
 def load_functional_words() -> frozenset[str]:
-    """The bundled English function words (~330: determiners, pronouns, prepositions, conjunctions,
-    auxiliaries and modals, contraction pieces, particles and function adverbs), lower case."""
+    """The bundled English function words, lower case (~330: determiners, pronouns, prepositions,
+    conjunctions, auxiliaries and modals, contraction pieces, particles and function adverbs); the word
+    part of the functional kind."""
     return _bundled_words()
 
 
@@ -65,7 +69,7 @@ def looks_special(token: str) -> bool:
 def classify_token(token: str, functional: Collection[str], special_tokens: Collection[str] | None = None) -> int:
     """Kind of one vocabulary entry: ``FUNCTIONAL`` (1), ``CONTENT`` (2) or ``OTHER`` (0).
 
-    ``functional`` holds lower-case words; ``special_tokens`` the tokenizer's special tokens
+    ``functional`` holds lower-case function words; ``special_tokens`` the tokenizer's special tokens
     (``tokenizer.all_special_tokens``); ``None`` falls back to :func:`looks_special`.
     """
     if (token in special_tokens) if special_tokens is not None else looks_special(token):
@@ -102,3 +106,10 @@ def token_kinds(
     lookup: Callable[[int], str] = id_to_token if callable(id_to_token) else id_to_token.__getitem__
     kinds = [classify_token(lookup(i), words, specials) for i in ids.reshape(-1).tolist()]
     return torch.tensor(kinds, dtype=torch.long).reshape(ids.shape)
+
+
+def tokenizer_vocab(tokenizer: Any) -> tuple[list[str], list[str] | None]:
+    """(id -> token list, special tokens or None) of a Hugging Face tokenizer, the inputs of :func:`token_kinds`."""
+    vocab = [str(t) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+    special = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])] or None
+    return vocab, special

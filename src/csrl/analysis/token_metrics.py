@@ -1,7 +1,7 @@
 """Token-level geometry of one layer (paper A, Xiao et al. 2023, section 2.2 of papers.md).
 
 All functions take one layer's packed token vectors ``x`` (n_tokens, dim): non-padding tokens of all
-sentences concatenated in order, as in ``csrl.models.encoder.TokenStates``, with ``sentence_index``
+sentences concatenated in order, as in :class:`PackedTokenStates`, with ``sentence_index``
 (n_tokens,) and ``offsets`` (n_sentences + 1,). Row-wise work is float32 (large float64 copies cost more
 than the metrics); sums are taken to float64 before the final formulas.
 
@@ -16,11 +16,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 _EPS = 1e-12
+
+
+class PackedTokenStates(Protocol):
+    """Every layer's token vectors for a list of sentences, packed without padding.
+
+    layers: L + 1 tensors (n_tokens, dim), index 0 = embedding output. token_ids, sentence_index:
+    (n_tokens,) int64. offsets: (n_sentences + 1,) int64, sentence s is rows offsets[s]:offsets[s+1].
+    pooled: (n_sentences, dim) sentence embeddings, or None. ``csrl.models.encoder.TokenStates`` is one.
+    """
+
+    @property
+    def layers(self) -> Sequence[Tensor]: ...
+
+    @property
+    def token_ids(self) -> Tensor: ...
+
+    @property
+    def sentence_index(self) -> Tensor: ...
+
+    @property
+    def offsets(self) -> Tensor: ...
+
+    @property
+    def pooled(self) -> Tensor | None: ...
 
 
 def unit_rows(x: Tensor) -> Tensor:

@@ -15,20 +15,12 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from csrl.cli.common import data_dir_from
 from csrl.data.sts import POSITIVE_THRESHOLD
 from csrl.errors import CsrlError
 
 EPILOG = "Docs: README.md. Data: set CSRL_DATA_DIR or pass --data-dir (csrl data fetch downloads the sets)."
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir).expanduser()
-    from csrl.data.sts import default_data_dir
-
-    return default_data_dir()
 
 
 def _threads(n: int | None) -> None:
@@ -47,40 +39,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from csrl.train.config import build_config, load_config, read_yaml
+    from csrl.evaluate.sts import markdown_table
+    from csrl.pipelines.train import resolve_run_config, train_run
 
-    overrides = list(args.set or [])
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.json").exists():
-            raise CsrlError(f"cannot resume: {run}/config.json not found", hint="pass the run folder of a started run")
-        from csrl.train.config import apply_overrides
-
-        raw = json.loads((run / "config.json").read_text())
-        cfg = build_config(apply_overrides(raw, overrides + [f"output_dir={run}"]))
-    else:
-        if args.config is None:
-            raise CsrlError(
-                "csrl train needs a CONFIG file (or --resume RUN_DIR)",
-                hint="e.g. csrl train configs/quickstart-cpu.yaml",
-            )
-        cfg = load_config(Path(args.config), overrides)
     if args.dry_run:
-        from csrl.losses.registry import build_loss
-
-        build_loss(cfg.loss.name, **dict(cfg.loss.params))
+        cfg = resolve_run_config(args.config, args.set or (), resume=args.resume, output_dir=args.output_dir)
         print(cfg.to_json())
         print("dry run: the config resolves and validates; nothing was downloaded or trained", file=sys.stderr)
         return 0
-    del read_yaml
-    _threads(args.threads or cfg.train.num_threads)
-    from csrl.evaluate.sts import markdown_table
-    from csrl.train.loop import train
-
+    _threads(args.threads)
     t0 = time.perf_counter()
-    res = train(cfg, data_dir=_data_dir(args), resume=bool(args.resume), eval_before=not args.no_before)
+    res = train_run(
+        args.config,
+        args.set or (),
+        resume=args.resume,
+        output_dir=args.output_dir,
+        data_dir=data_dir_from(args),
+        eval_before=not args.no_before,
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return 0
     print(
@@ -95,174 +71,80 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- eval / encode
-def _load_encoder(model: str, pooler: str | None, device: str | None = None):  # type: ignore[no-untyped-def]
-    from csrl.models.encoder import Encoder
-
-    overrides: dict[str, Any] = {"pooler": pooler} if pooler else {}
-    enc = Encoder.from_pretrained(model=model, **overrides)
-    if device:
-        enc = enc.to(device)
-    return enc
-
-
-def _autocast_dtype(precision: str, device_type: str) -> Any:
-    """Inference autocast dtype for ``--precision`` (fp32: none)."""
-    import torch
-
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device_type != "cuda":
-        raise CsrlError("--precision fp16 needs a CUDA device", hint="use --precision bf16 on CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from csrl.data.sts import load_sts_suite
-    from csrl.evaluate.sts import evaluate_sts, markdown_table
+    from csrl.pipelines.evaluate import evaluate_model, parse_task_groups
 
     _threads(args.threads)
-    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
-    unknown = tasks - {"sts", "transfer"}
-    if unknown:
-        raise CsrlError(
-            f"unknown task group(s) {', '.join(sorted(unknown))}", hint="use --tasks sts, transfer or sts,transfer"
-        )
-    data_dir = _data_dir(args)
-    out: dict[str, object] = {}
-    enc = _load_encoder(args.model, args.pooler, args.device)
-    autocast = _autocast_dtype(args.precision, enc.device.type)
-    encode = lambda s: enc.encode(s, batch_size=args.batch_size, autocast_dtype=autocast)  # noqa: E731
-    label = f"{Path(args.model).name or args.model} ({enc.pooler})"
-    if "sts" in tasks:
-        suite = load_sts_suite(data_dir)
-        res = evaluate_sts(encode, suite, aggregate=args.aggregate)
-        print(markdown_table({label: res}, aggregate=args.aggregate))
+    parse_task_groups(args.tasks)  # a bad --tasks fails before the model is loaded
+    ev = evaluate_model(
+        args.model,
+        data_dir=data_dir_from(args),
+        tasks=args.tasks,
+        pooler=args.pooler,
+        aggregate=args.aggregate,
+        protocol=args.protocol,
+        mrpc_features=args.mrpc_features,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        device=args.device,
+        output=args.output,
+    )
+    if ev.sts is not None:
+        print(ev.sts_markdown())
         print(
-            f"\n{res.n_unique_sentences} unique sentences encoded in {res.seconds_encode:.1f}s "
-            f"(total {res.seconds_total:.1f}s); STS12-16 aggregate: {args.aggregate}; precision: {args.precision}"
+            f"\n{ev.sts.n_unique_sentences} unique sentences encoded in {ev.sts.seconds_encode:.1f}s "
+            f"(total {ev.sts.seconds_total:.1f}s); STS12-16 aggregate: {args.aggregate}; precision: {args.precision}"
         )
-        out["sts"] = json.loads(res.to_json())
-    if "transfer" in tasks:
-        from csrl.evaluate.transfer import evaluate_transfer
-
-        # one call: the encoder sorts all distinct sentences by token count and batches them itself
-        tr = evaluate_transfer(
-            encode, data_dir, protocol=args.protocol, batch_size=None, pair_features=args.mrpc_features
-        )
-        print(tr.to_markdown())
-        out["transfer"] = json.loads(tr.to_json())
+    if ev.transfer is not None:
+        print(ev.transfer.to_markdown())
     if args.output:
-        from csrl.utils.io import atomic_write_json
-
-        atomic_write_json(Path(args.output), out)
         print(f"results written to {args.output}")
     return 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from csrl.utils.io import atomic_write_bytes
+    from csrl.pipelines.encode import encode_file
 
     _threads(args.threads)
-    src = Path(args.input)
-    if not src.is_file():
-        raise CsrlError(f"input file {src} not found", hint="pass a text file with one sentence per line")
-    try:
-        sentences = [s for s in src.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError as exc:
-        raise CsrlError(f"{src}: not UTF-8 at byte {exc.start}", hint="re-encode it, e.g. iconv -t utf-8") from None
-    for k, s in enumerate(sentences, start=1):
-        if not s.strip():
-            raise CsrlError(f"{src}:{k}: empty line", hint="remove blank lines: every line must hold one sentence")
-    enc = _load_encoder(args.model, args.pooler, args.device)
-    emb = enc.encode(
-        sentences,
+    emb = encode_file(
+        args.model,
+        args.input,
+        args.output,
+        pooler=args.pooler,
         batch_size=args.batch_size,
+        precision=args.precision,
         normalize=args.normalize,
-        autocast_dtype=_autocast_dtype(args.precision, enc.device.type),
+        device=args.device,
     )
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, emb)
-    atomic_write_bytes(Path(args.output), buf.getvalue())
     print(f"{emb.shape[0]} embeddings of dimension {emb.shape[1]} written to {args.output}")
     return 0
 
 
 # --------------------------------------------------------------------------- analysis
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from csrl.analysis.plots import save_all_plots
-    from csrl.analysis.suite import analyze_token_states, encode_pairs
-    from csrl.data.sts import load_analysis_sentences, load_positive_pairs
-    from csrl.utils.io import atomic_write_text
+    from csrl.analysis.tables import layer_table_markdown, sentence_summary
+    from csrl.pipelines.analyze import analyze_model
 
     _threads(args.threads)
-    data_dir = _data_dir(args)
-    if args.sentences:
-        src = Path(args.sentences)
-        if not src.is_file():
-            raise CsrlError(f"sentence file {src} not found", hint="one sentence per line, UTF-8")
-        sentences = [s for s in src.read_text(encoding="utf-8").splitlines() if s.strip()]
-        source = str(src)
-    else:
-        sentences = load_analysis_sentences(data_dir)
-        source = "STS-B test sentence1 (sts/stsb/raw/sts-test.csv, cased)"
-    if args.limit:
-        sentences = sentences[: args.limit]
-    if len(sentences) < 2:
-        raise CsrlError(f"need at least 2 sentences to analyze, got {len(sentences)}")
-    enc = _load_encoder(args.model, args.pooler)
-    t0 = time.perf_counter()
-    states = enc.token_states(sentences, batch_size=args.batch_size)
-    t1 = time.perf_counter()
-    pairs = None
-    try:
-        pairs = encode_pairs(enc, *load_positive_pairs(data_dir, args.positive_threshold))
-    except CsrlError:
-        pass  # no STS-B: alignment is skipped
-    t2 = time.perf_counter()
-    tok = enc.tokenizer
-    result = analyze_token_states(
-        states,
-        vocab=tok.convert_ids_to_tokens,
-        special_tokens=set(tok.all_special_tokens),
-        seed=args.seed,
-        positive_pairs=pairs,
-    )
-    t3 = time.perf_counter()
-    result.extra.update(
-        {
-            "model": args.model,
-            "pooler": enc.pooler,
-            "sentences": source,
-            "seconds_forward": t1 - t0,
-            "seconds_positive_pairs": t2 - t1,
-            "seconds_metrics": t3 - t2,
-        }
-    )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "analysis.json", result.to_json(indent=2))
-    figures = save_all_plots(result, out)
-    print(
-        "| layer | anisotropy | self-sim | adj. self-sim | intra-sim | adj. intra-sim | norm | funct. ss | content ss |"
+    result = analyze_model(
+        args.model,
+        sentences=Path(args.sentences) if args.sentences else None,
+        data_dir=data_dir_from(args),
+        limit=args.limit,
+        seed=args.seed,
+        positive_threshold=args.positive_threshold,
+        batch_size=args.batch_size,
+        pooler=args.pooler,
+        out_dir=out,
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for i in range(result.n_layers):
-        print(
-            f"| {i} | {result.anisotropy[i]:.3f} | {result.self_similarity[i]:.3f} | "
-            f"{result.adjusted_self_similarity[i]:.3f} | {result.intra_similarity[i]:.3f} | "
-            f"{result.adjusted_intra_similarity[i]:.3f} | {result.norm_mean[i]:.2f} | "
-            f"{result.functional_self_similarity[i]:.3f} | {result.content_self_similarity[i]:.3f} |"
-        )
+    print(layer_table_markdown(result))
     if result.sentence is not None:
-        s = result.sentence
-        print(f"\nsentence level: {json.dumps({k: v for k, v in s.__dict__.items() if isinstance(v, float)})}")
+        print(f"\nsentence level: {json.dumps(sentence_summary(result))}")
+    x = result.extra
     print(
-        f"\n{len(sentences)} sentences, {result.n_tokens} tokens: forward {t1 - t0:.1f}s, "
-        f"metrics {t3 - t2:.1f}s; written {out / 'analysis.json'} and {len(figures)} figures"
+        f"\n{result.n_sentences} sentences, {result.n_tokens} tokens: forward {x['seconds_forward']:.1f}s, "
+        f"metrics {x['seconds_metrics']:.1f}s; written {out / 'analysis.json'} and {len(x['figures'])} figures"
     )
     return 0
 
@@ -282,7 +164,7 @@ def cmd_paradigm_simulate(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from csrl.data.fetch import fetch
 
-    dest = Path(args.dest) if args.dest else _data_dir(args)
+    dest = Path(args.dest) if args.dest else data_dir_from(args)
     groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
     report = fetch(dest, base_url=args.base_url, tasks=groups)
     print(report.to_text())
@@ -293,7 +175,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from csrl.data.manifest import check_data_dir
 
-    root = Path(args.dir) if args.dir else _data_dir(args)
+    root = Path(args.dir) if args.dir else data_dir_from(args)
     if not root.is_dir():
         raise CsrlError(f"data folder {root} does not exist", hint="run `csrl data fetch` or set CSRL_DATA_DIR")
     report = check_data_dir(root)
@@ -304,7 +186,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_nli(args: argparse.Namespace) -> int:
     from csrl.data.nli import snli_triplets, write_triplets_csv
 
-    folder = _data_dir(args) / "nli" / "senteval_snli"
+    folder = data_dir_from(args) / "nli" / "senteval_snli"
     triplets = snli_triplets(folder, splits=tuple(args.splits.split(",")))
     out = write_triplets_csv(triplets, Path(args.out))
     print(f"{len(triplets)} triplets (premise, entailment, contradiction) written to {out}")

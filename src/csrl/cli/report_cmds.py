@@ -1,7 +1,8 @@
 """``csrl dynamics``, ``csrl sweep`` and ``csrl report``: figures, grid sweeps and HTML reports.
 
 Hooked into :func:`csrl.cli.main.build_parser` by ``add_parsers(sub)``. Like the rest of ``csrl.cli``,
-these read argv and the environment (``CSRL_DATA_DIR``) and hand plain values to ``csrl.report``.
+these read argv and the environment (``CSRL_DATA_DIR``), call one library function each
+(``csrl.report`` or ``csrl.sweep``) and print what it returns.
 """
 
 from __future__ import annotations
@@ -11,15 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from csrl.cli.common import data_dir_from
 from csrl.errors import CsrlError
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir).expanduser()
-    from csrl.data.sts import default_data_dir
-
-    return default_data_dir()
 
 
 def cmd_dynamics(args: argparse.Namespace) -> int:
@@ -37,29 +31,28 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from csrl.report.sweep import load_sweep, run_sweep, write_summary
+    from csrl.sweep import run
 
-    sweep = load_sweep(Path(args.config), output_dir=args.output_dir)
+    out = run(
+        Path(args.config),
+        output_dir=args.output_dir,
+        data_dir=data_dir_from(args),
+        jobs=args.jobs,
+        threads=args.threads,
+        collect_only=args.collect_only,
+        dry_run=args.dry_run,
+    )
+    sweep = out.sweep
     if args.dry_run:
         print(f"{len(sweep.cells)} cells -> {sweep.output_dir}/cells/")
         for c in sweep.cells:
             print(f"  {c.name}")
         return 0
-    t0 = time.perf_counter()
-    failed: list[str] = []
-    if not args.collect_only:
-        status = run_sweep(sweep, data_dir=_data_dir(args), jobs=args.jobs, threads=args.threads)
-        failed = [name for name, st in status.items() if st == "failed"]
-    elif not (sweep.output_dir / "sweep.json").is_file():
-        raise CsrlError(
-            f"nothing to collect: {sweep.output_dir} holds no sweep yet", hint="run it without --collect-only"
-        )
-    paths = write_summary(sweep.output_dir)
-    print((sweep.output_dir / "summary" / "results.md").read_text(encoding="utf-8"))
-    print(f"summary: {', '.join(str(p) for p in paths[:4])} (+{len(paths) - 4} figures)")
-    print(f"report: csrl report {sweep.output_dir}   ({time.perf_counter() - t0:.0f}s)")
-    if failed:
-        print(f"failed cells ({len(failed)}): {', '.join(failed)}; see their train.log; rerun to retry")
+    print(out.markdown)
+    print(f"summary: {', '.join(str(p) for p in out.summary[:4])} (+{len(out.summary) - 4} figures)")
+    print(f"report: csrl report {sweep.output_dir}   ({out.seconds:.0f}s)")
+    if out.failed:
+        print(f"failed cells ({len(out.failed)}): {', '.join(out.failed)}; see their train.log; rerun to retry")
         return 1
     return 0
 

@@ -13,7 +13,6 @@ Exact rules of the SentEval fork that SimCSE evaluates with:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +83,12 @@ def canonical_task(name: str) -> str:
 
 
 def default_data_dir() -> Path:
-    """``$CSRL_DATA_DIR`` if set, else the user cache folder ``~/.cache/csrl/data``."""
-    env = os.environ.get("CSRL_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "csrl" / "data"
+    """The user cache folder ``~/.cache/csrl/data``: where library calls look when given no data folder.
+
+    The library never reads the environment; the CLI resolves ``--data-dir``, then ``$CSRL_DATA_DIR``
+    (then ``$XDG_CACHE_HOME/csrl/data``) and passes the folder down.
+    """
+    return Path.home() / ".cache" / "csrl" / "data"
 
 
 def missing_data_error(path: Path, what: str) -> CsrlError:

@@ -2,25 +2,28 @@
 unified gradient paradigm (GD, W, R) of Li, Zhang & Nie (ACL 2024).
 
 Registered losses: infonce, arccon, mpt, met, mat (contrastive, papers.md 1.2), surrogate (1.5),
-mhe, mhs, barlowtwins, vicreg (1.6, ``variant="ori" | "mod"``); presets of paper B's table in
-:mod:`csrl.losses.presets`. Analysis: :mod:`csrl.losses.paradigm`, :mod:`csrl.losses.simulate`.
+mhe, mhs, barlowtwins, vicreg (1.6, ``variant="ori" | "mod"``), cosent (CoSENT ranking loss); presets
+of paper B's table in :mod:`csrl.losses.presets`. What each loss needs is declared on its class and read
+by :func:`loss_traits`. Analysis: :mod:`csrl.losses.paradigm`, :mod:`csrl.losses.simulate`.
 """
 
 from __future__ import annotations
 
 from csrl.losses.registry import (
+    Loss,
     LossOutput,
+    LossTraits,
     build_loss,
     loss_class,
     loss_names,
+    loss_traits,
     preset_names,
     register_loss,
     register_preset,
 )
 
-# Importing the loss modules registers them.
-from csrl.losses import infonce  # noqa: E402,F401  isort: skip
-from csrl.losses import arccon, triplet, surrogate  # noqa: E402,F401  isort: skip
+# Importing the loss modules registers them: a new loss file adds its module to this list.
+from csrl.losses import infonce, arccon, triplet, surrogate, cosent  # noqa: E402,F401  isort: skip
 from csrl.losses import alignment_uniformity, barlow, vicreg  # noqa: E402,F401  isort: skip
 from csrl.losses import presets  # noqa: E402,F401  isort: skip
 from csrl.losses.presets import PRESET_LR, PRESET_TRAINING  # noqa: E402  isort: skip
@@ -28,10 +31,13 @@ from csrl.losses.presets import PRESET_LR, PRESET_TRAINING  # noqa: E402  isort:
 __all__ = [
     "PRESET_LR",
     "PRESET_TRAINING",
+    "Loss",
     "LossOutput",
+    "LossTraits",
     "build_loss",
     "loss_class",
     "loss_names",
+    "loss_traits",
     "preset_names",
     "register_loss",
     "register_preset",

@@ -1,4 +1,6 @@
-"""Pure tensor functions shared by the losses, the gradient paradigm and the analysis metrics.
+"""Pure tensor functions shared by the losses and the gradient paradigm.
+
+(The Wang & Isola alignment and uniformity metrics live in :mod:`csrl.analysis.sentence_metrics`.)
 
 Every cosine-similarity matrix a loss uses goes through :func:`similarity` (or :func:`cross_cosine`),
 tagged with the views of its rows and columns:
@@ -25,6 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 PAIRS = ("01", "10", "00", "11")
+
+
+class ClosedForm(NamedTuple):
+    """Per-anchor GD (B,), W over the cross-view candidates (B, M) and R (B,) of a loss's closed form."""
+
+    gd: Tensor
+    w: Tensor
+    r: Tensor
 
 
 class Recorded(NamedTuple):
@@ -113,6 +123,22 @@ def hardest_negative(s: Tensor) -> Tensor:
     return s.masked_fill(pos, float("-inf")).argmax(dim=1)
 
 
+def diagonal_cross_entropy(logits: Tensor) -> Tensor:
+    """mean_i -log softmax_j(logits_ij)[i]: cross-entropy of (B, M) logits whose row i has its positive in column i."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, labels)
+
+
+def one_hot_hardest(s: Tensor) -> Tensor:
+    """(B, M) one-hot W on the hardest negative argmax_{j != i} S_ij (the hinge losses' W)."""
+    return F.one_hot(hardest_negative(s), s.shape[1]).to(s.dtype)
+
+
+def unit_scale(cos: Tensor) -> Tensor:
+    """c_i = 1 for every anchor of the (B, M) cosine matrix ``cos``: a loss whose gradient has no extra scale."""
+    return cos.new_ones(cos.shape[0])
+
+
 def safe_arccos(s: Tensor) -> Tensor:
     """arccos with the argument clamped to [-1 + ARCCOS_EPS, 1 - ARCCOS_EPS]."""
     return torch.arccos(s.clamp(-1 + ARCCOS_EPS, 1 - ARCCOS_EPS))
@@ -139,27 +165,6 @@ def off_diagonal_power(s: Tensor, power: float, floor: float = 1e-4) -> Tensor:
     pos = diag_mask(s.shape[0], s.shape[1], s.device)
     w = s.clamp_min(floor).pow(power).masked_fill(pos, 0.0)
     return w / w.sum(dim=1, keepdim=True)
-
-
-def alignment(x: Tensor, y: Tensor, alpha: float = 2.0) -> Tensor:
-    """Wang & Isola alignment E_i ||x_i - y_i||_2^alpha of paired rows (inputs L2-normalised), scalar.
-
-    x, y: (n, d). Relations: the MHE loss's alignment term is this with alpha = 2 (= 2 - 2 s_ii').
-    """
-    return (x - y).norm(dim=1).pow(alpha).mean()
-
-
-def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
-    """Wang & Isola uniformity log E_{i<j} exp(-t ||x_i - x_j||^2) over distinct pairs (inputs normalised).
-
-    x: (n, d), n >= 2; scalar. For unit vectors ||x_i - x_j||^2 = 2 - 2 cos, so this is a log-mean-exp of
-    cosines; the MHE loss's uniformity term is the log-sum-exp of the same pairs at t = 1/(2 tau).
-    """
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError("uniformity needs at least 2 rows")
-    sq = torch.pdist(x, p=2).pow(2)
-    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
 
 
 # --- paper B's "mod" switches for the non-contrastive objectives (papers.md 1.6) ---------------------------
@@ -193,6 +198,14 @@ def gd_keep(h: Tensor, gd_margin: float) -> Tensor:
     return 1 - negatives_max(hd @ hd.T) < gd_margin
 
 
+def gated_views(z1: Tensor, z2: Tensor, switches: frozenset[str], gd_margin: float) -> tuple[Tensor, Tensor]:
+    """The two views L2-normalised, each passed through the ``w_gd`` gate when that switch is on."""
+    u, v = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    if "w_gd" in switches:
+        u, v = gate_rows(u, gd_keep(u, gd_margin)), gate_rows(v, gd_keep(v, gd_margin))
+    return u, v
+
+
 def check_no_hard_neg(hard_neg: Tensor | None, name: str) -> None:
     if hard_neg is not None:
         raise ValueError(f"{name}: hard negatives are not supported by this objective (use infonce, arccon, mpt, ...)")
@@ -201,55 +214,3 @@ def check_no_hard_neg(hard_neg: Tensor | None, name: str) -> None:
 def strict_lower(n: int, device: torch.device) -> Tensor:
     """(n, n) boolean mask of the strict lower triangle: each unordered pair {i, k}, i != k, once."""
     return torch.tril(torch.ones(n, n, dtype=torch.bool, device=device), diagonal=-1)
-
-
-def sample_weights(s: Tensor, switches: frozenset[str], *, temperature: float, weighting: str, power: float) -> Tensor:
-    """Weights w_ik of the sample-wise Barlow Twins / VICReg surrogates, (B, B), from detached cosines ``s``.
-
-    ori: w = s/N * 2/N (linear, diagonal included). ``w_w``: w = e^{s/temperature} (``weighting="exp"``)
-    or clamp_min(s, 1e-4)^power (``"power"``), divided by its off-diagonal total over the whole matrix.
-    The diagonal is returned but :func:`sample_wise_direction` drops it (a radial, gradient-free term).
-    """
-    n = s.shape[0]
-    if "w_w" not in switches:
-        return s * (2.0 / (n * n))
-    if weighting == "exp":
-        w = torch.exp((s - 1.0) / temperature)  # shifted by the max cosine 1; cancels in the normalisation
-    elif weighting == "power":
-        w = s.clamp_min(1e-4).pow(power)
-    else:
-        raise ValueError(f"weighting must be 'exp' or 'power', got {weighting!r}")
-    return w / w.masked_fill(diag_mask(n, n, s.device), 0.0).sum()
-
-
-def sample_wise_direction(
-    u1: Tensor,
-    u2: Tensor,
-    weight: Tensor,
-    *,
-    pairs: tuple[str, str],
-    switches: frozenset[str],
-    lam: float,
-    ratio: float,
-    dim_weight: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """(positive, lambda * negative) of one direction of the Barlow Twins / VICReg surrogates (papers.md 1.6).
-
-    u1: (N, D) normalised anchors, u2: their positives; ``pairs`` = (same-view tag, cross-view tag).
-    negative = sum_{i, k != i} w_ik u1_i . sg(u1_k) (the k = i term of the paper's sum is dropped: it is a
-    constant whose gradient is radial, removed by the normalisation).
-    positive: ori, -sum_i sum_d a_d u1_id sg(u2_id) with a = ``dim_weight`` (Barlow Twins) or a_d = 2/N
-    (VICReg, ``dim_weight=None``); ``w_r``, -lambda R sum_i (sum_{k != i} w_ik) u1_i . u2_i, without
-    stop-gradient on u2 (as the reference code).
-    """
-    n = u1.shape[0]
-    same, cross = pairs
-    weight = weight.masked_fill(diag_mask(n, n, u1.device), 0.0)
-    negative = (weight * similarity(u1, u1.detach(), pair=same)).sum()
-    if "w_r" in switches:
-        positive = -(lam * ratio * weight.sum(dim=1) * similarity(u1, u2, pair=cross).diagonal()).sum()
-    elif dim_weight is None:
-        positive = -(2.0 / n) * similarity(u1, u2.detach(), pair=cross).diagonal().sum()
-    else:
-        positive = -(u1 * u2.detach() * dim_weight).sum()
-    return positive, lam * negative

@@ -10,35 +10,35 @@ Variants (``variant`` parameter): ``"ori"``; ``"mod"`` = every switch of paper B
 
 Both losses are symmetric in the two views. Alignment is not stop-gradient: the term of pair i weights
 with the mean of its two anchors' weights and pulls both views (as the reference code).
+
+Relations: the terms are Wang & Isola's metrics (:func:`csrl.analysis.sentence_metrics.alignment`,
+:func:`~csrl.analysis.sentence_metrics.uniformity`), but computed here from the recorded cosine matrices
+(:func:`~csrl.losses._functional.similarity`) so that the paradigm's effective decomposition sees them:
+ori MHE's alignment term is ``alignment(z1, z2)`` and U_v = ``uniformity(h_v, t=1/2)`` + 1 +
+log(N (N - 1) / 2) (tests/losses/test_noncontrastive.py checks both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from csrl.losses._functional import (
     check_no_hard_neg,
     check_pair,
     check_positive,
     diag_mask,
-    gate_rows,
-    gd_keep,
+    gated_views,
     parse_variant,
     similarity,
     strict_lower,
 )
-from csrl.losses.registry import LossOutput, register_loss
+from csrl.losses.registry import Loss, LossOutput, register_loss
 
 MHS_SWITCHES = ("w_gd", "w_r")
-
-
-def _gated(z1: Tensor, z2: Tensor, switches: frozenset[str], gd_margin: float) -> tuple[Tensor, Tensor]:
-    u, v = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    if "w_gd" in switches:
-        u, v = gate_rows(u, gd_keep(u, gd_margin)), gate_rows(v, gd_keep(v, gd_margin))
-    return u, v
 
 
 def mhe(
@@ -63,7 +63,7 @@ def mhe(
     check_pair(z1, z2, hard_neg, name="mhe")
     check_no_hard_neg(hard_neg, "mhe")
     switches = parse_variant(variant, name="mhe")
-    u, v = _gated(z1, z2, switches, gd_margin)
+    u, v = gated_views(z1, z2, switches, gd_margin)
     n = u.shape[0]
     t = temperature if "w_w" in switches else 1.0
     lower, eye = strict_lower(n, u.device), diag_mask(n, n, u.device)
@@ -105,7 +105,7 @@ def mhs(
     check_pair(z1, z2, hard_neg, name="mhs")
     check_no_hard_neg(hard_neg, "mhs")
     switches = parse_variant(variant, name="mhs", allowed=MHS_SWITCHES)
-    u, v = _gated(z1, z2, switches, gd_margin)
+    u, v = gated_views(z1, z2, switches, gd_margin)
     n = u.shape[0]
     eye = diag_mask(n, n, u.device)
     separation = u.new_zeros(())
@@ -122,7 +122,10 @@ def mhs(
     return LossOutput(align_term + sep_term, {"align": align_term.detach(), "separation": sep_term.detach()})
 
 
-class _Objective(nn.Module):
+class _Objective(Loss):
+    in_batch_negatives: ClassVar[bool] = True  # uniformity / separation push apart rows of the batch
+    hard_negatives: ClassVar[bool] = False
+
     def __init__(self, variant: str, lam: float, gd_margin: float, ratio: float, allowed: tuple[str, ...]) -> None:
         super().__init__()
         parse_variant(variant, name=type(self).__name__.lower(), allowed=allowed)
@@ -138,7 +141,12 @@ class _Objective(nn.Module):
 
 @register_loss("mhe")
 class MHE(_Objective):
-    """Alignment + hyperspherical energy (uniformity); ``variant`` ori | mod | subset of w_gd.w_w.w_r."""
+    """Alignment + hyperspherical energy (uniformity); ``variant`` ori | mod | subset of w_gd.w_w.w_r.
+
+    Paper B's rows (lam, gd_margin, ratio per backbone and variant) are the presets ``mhe-{ori,mod}-*``.
+    """
+
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"temperature": 0.05}
 
     def __init__(
         self,
@@ -167,7 +175,12 @@ class MHE(_Objective):
 
 @register_loss("mhs")
 class MHS(_Objective):
-    """Alignment + hyperspherical separation; ``variant`` ori | mod (= w_gd.w_r) | subset."""
+    """Alignment + hyperspherical separation; ``variant`` ori | mod (= w_gd.w_r) | subset.
+
+    Paper B uses lam = 1 in every row; the other values are the presets ``mhs-{ori,mod}-*``.
+    """
+
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"lam": 1.0}
 
     def __init__(self, variant: str = "ori", lam: float = 1.0, gd_margin: float = 0.30, ratio: float = 1.0) -> None:
         super().__init__(variant, lam, gd_margin, ratio, MHS_SWITCHES)

@@ -20,10 +20,15 @@ W_i is a distribution over them (sum 1), R_i the pull-to-push ratio and c_i a sc
 dtheta/ds = -1/sin theta; the 1/B is the batch mean; the projection and 1/||z1_i|| are the Jacobian of
 the normalisation.) :func:`closed_form` evaluates the table; :func:`effective_decomposition` reads the
 same quantities off autograd for any loss; :func:`step_stats` summarises them for the training log.
+
+Each row lives with its loss: a loss with a closed form defines ``paradigm_closed_form(s) -> ClosedForm``
+(GD, W, R from the (B, M) anchor-view cosines ``s``, positives on the diagonal) and ``gd_scale(cos)``
+(c_i); :func:`closed_form` and :func:`gd_scale` call them, so this module names no loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,18 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csrl.losses._functional import (
+    ClosedForm,
     Recorded,
     candidates,
     diag_mask,
     hardest_negative,
-    met_distance,
     record_similarities,
     safe_arccos,
 )
-from csrl.losses.arccon import ArcCon, arccon_logits
-from csrl.losses.infonce import InfoNCE, info_nce_logits
-from csrl.losses.surrogate import Surrogate, surrogate_weights
-from csrl.losses.triplet import MAT, MET, MPT
 
 ACTIVE_THRESHOLD = 1e-3
 """An anchor is *active* when its normalised GD_i exceeds this (GD_i is relative to the full-strength
@@ -77,67 +78,29 @@ def _rows_normalised(z1: Tensor, z2: Tensor, hard_neg: Tensor | None) -> tuple[T
 
 
 def gd_scale(loss: nn.Module, cos: Tensor) -> Tensor:
-    """c_i of the table for the known losses (from cross-view cosines ``cos``, (B, M)); ones otherwise."""
-    n = cos.shape[0]
-    if isinstance(loss, InfoNCE | ArcCon):
-        return cos.new_full((n,), 1.0 / loss.temperature)
-    rows = torch.arange(n, device=cos.device)
-    hardest = cos[rows, hardest_negative(cos)]
-    if isinstance(loss, MET):
-        return 1.0 / met_distance(hardest)
-    if isinstance(loss, MAT):
-        return 1.0 / torch.sin(safe_arccos(hardest))
-    return cos.new_ones(n)
+    """c_i of the table, (B,), from cross-view cosines ``cos`` (B, M): the loss's own ``gd_scale(cos)``
+    where it declares one, ones otherwise."""
+    declared: Callable[[Tensor], Tensor] | None = getattr(loss, "gd_scale", None)
+    return cos.new_ones(cos.shape[0]) if declared is None else declared(cos)
 
 
 def closed_form(loss: nn.Module, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> Decomposition:
-    """GD, W, R, c of the module docstring's table for infonce, arccon, mpt, met, mat and surrogate.
+    """GD, W, R, c of the module docstring's table, from the loss's ``paradigm_closed_form`` and ``gd_scale``
+    (infonce, arccon, mpt, met, mat and surrogate: ``loss_traits(name).has_closed_form``).
 
     z1, z2, hard_neg: (B, D) as passed to the loss. Raises ``TypeError`` for other losses (use
     :func:`effective_decomposition`).
     """
+    form: Callable[[Tensor], ClosedForm] | None = getattr(loss, "paradigm_closed_form", None)
+    if form is None:
+        raise TypeError(f"no closed form for {type(loss).__name__}; use effective_decomposition")
     with torch.no_grad():
         h, c = _rows_normalised(z1, z2, hard_neg)
         s = h @ c.T
-        n, m = s.shape
-        rows = torch.arange(n, device=s.device)
-        pos = diag_mask(n, m, s.device)
-        j_star = hardest_negative(s)
-        one_hot = F.one_hot(j_star, m).to(s.dtype)
-        s_pos, s_hard = s.diagonal(), s[rows, j_star]
-        ones = torch.ones_like(s_pos)
-        if isinstance(loss, InfoNCE | ArcCon):
-            if isinstance(loss, InfoNCE):
-                logits = info_nce_logits(
-                    z1, z2, hard_neg, temperature=loss.temperature, hard_negative_weight=loss.hard_negative_weight
-                )
-                r = ones
-            else:
-                logits = arccon_logits(s, temperature=loss.temperature, margin=loss.margin)
-                theta = safe_arccos(s_pos)
-                r = torch.sin(theta + loss.margin) / torch.sin(theta)
-            p = torch.softmax(logits, dim=1)
-            gd = 1 - p.diagonal()
-            w = torch.softmax(logits.masked_fill(pos, float("-inf")), dim=1)
-        elif isinstance(loss, MPT):
-            gd, w, r = (s_hard - s_pos + loss.margin > 0).to(s.dtype), one_hot, ones
-        elif isinstance(loss, MET):
-            d_pos, d_hard = met_distance(s_pos), met_distance(s_hard)
-            gd, w, r = (d_pos - d_hard + loss.margin > 0).to(s.dtype), one_hot, d_hard / d_pos
-        elif isinstance(loss, MAT):
-            t_pos, t_hard = safe_arccos(s_pos), safe_arccos(s_hard)
-            gd, w, r = (t_pos - t_hard + loss.margin > 0).to(s.dtype), one_hot, torch.sin(t_hard) / torch.sin(t_pos)
-        elif isinstance(loss, Surrogate):
-            if hard_neg is not None:
-                raise ValueError("surrogate: hard negatives are not supported")
-            gd = (s_pos - s_hard < loss.gd_margin).to(s.dtype)
-            w = surrogate_weights(s, weighting=loss.weighting, temperature=loss.temperature, power=loss.power)
-            r = ones * loss.ratio
-        else:
-            raise TypeError(f"no closed form for {type(loss).__name__}; use effective_decomposition")
+        gd, w, r = form(s)
         scale = gd_scale(loss, s)
-        nan = torch.full_like(s_pos, float("nan"))
-        return Decomposition(gd, gd * scale, scale, w, s.new_zeros(n, n), r, s, nan)
+        nan = torch.full_like(gd, float("nan"))
+        return Decomposition(gd, gd * scale, scale, w, s.new_zeros(s.shape[0], s.shape[0]), r, s, nan)
 
 
 def paradigm_gradient(dec: Decomposition, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> Tensor:

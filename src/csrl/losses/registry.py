@@ -9,14 +9,25 @@ Every loss module has the call signature ``loss(z1, z2, hard_neg=None) -> LossOu
 Losses normalise internally where their formula asks for cosines. The encoder is never inside a loss.
 Hyper-parameters are the keyword arguments of the class ``__init__`` with type annotations; the
 config layer checks ``--set loss.<param>=value`` against them.
+
+What a loss needs from the trainer and the analysis is declared on its class (a :class:`Loss`
+subclass) and read by :func:`loss_traits`:
+
+- ``in_batch_negatives``: other rows of the batch are its negatives (batch >= 2, no plain gradient
+  accumulation, gather across processes);
+- ``hard_negatives``: it accepts the optional ``hard_neg`` view;
+- ``paper_defaults``: the hyper-parameters of its paper;
+- a closed form of paper B's GD/W/R, when it has one: a method ``paradigm_closed_form(s)`` and the
+  scale ``gd_scale(cos)`` (see :mod:`csrl.losses.paradigm`).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor, nn
 
@@ -31,6 +42,26 @@ class LossOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
+class Loss(nn.Module):
+    """Base of the built-in losses: the class-level declarations that :func:`loss_traits` reads.
+
+    A subclass registered with :func:`register_loss` must set all three (checked at registration)::
+
+        in_batch_negatives = True            # rows j != i of the batch are negatives of anchor i
+        hard_negatives = True                # forward accepts hard_neg (B, D)
+        paper_defaults = {"temperature": 0.05}
+
+    and may define ``paradigm_closed_form(s) -> ClosedForm`` and ``gd_scale(cos) -> Tensor``
+    (:mod:`csrl.losses.paradigm`). Its ``forward(z1, z2, hard_neg=None)`` returns a :class:`LossOutput`.
+    """
+
+    in_batch_negatives: ClassVar[bool]
+    hard_negatives: ClassVar[bool]
+    paper_defaults: ClassVar[Mapping[str, Any]]
+
+
+_DECLARED = ("in_batch_negatives", "hard_negatives", "paper_defaults")
+
 _LOSSES: dict[str, type[nn.Module]] = {}
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -38,15 +69,49 @@ T = TypeVar("T", bound=type[nn.Module])
 
 
 def register_loss(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_loss("infonce")``."""
+    """Class decorator: ``@register_loss("infonce")``. A :class:`Loss` subclass must declare its traits."""
 
     def deco(cls: T) -> T:
         if name in _LOSSES:
             raise ValueError(f"loss {name!r} registered twice")
+        if issubclass(cls, Loss):
+            missing = [attr for attr in _DECLARED if not hasattr(cls, attr)]
+            if missing:
+                raise TypeError(f"loss {name!r} ({cls.__name__}) must declare {', '.join(missing)}")
         _LOSSES[name] = cls
         return cls
 
     return deco
+
+
+@dataclass(frozen=True)
+class LossTraits:
+    """What a registered loss declares about itself (:func:`loss_traits`)."""
+
+    name: str  # the registered loss (a preset resolves to its base loss)
+    in_batch_negatives: bool  # uses other rows as negatives: batch >= 2, no plain gradient accumulation
+    hard_negatives: bool  # accepts the optional hard_neg view
+    has_closed_form: bool  # paradigm.closed_form applies (the class defines paradigm_closed_form)
+    paper_defaults: Mapping[str, Any]  # the paper's hyper-parameters (read-only)
+    presets: tuple[str, ...] = ()  # presets built on this loss (paper B's per-backbone rows)
+
+
+def loss_traits(name: str) -> LossTraits:
+    """The declared traits of a registered loss or preset (a preset reports its base loss).
+
+    A class that is not a :class:`Loss` (test-only losses) gets conservative answers: in-batch
+    negatives assumed, no hard negatives, no paper defaults.
+    """
+    base, _ = resolve_preset(name, {})
+    cls = loss_class(base)
+    return LossTraits(
+        name=base,
+        in_batch_negatives=bool(getattr(cls, "in_batch_negatives", True)),
+        hard_negatives=bool(getattr(cls, "hard_negatives", False)),
+        has_closed_form=callable(getattr(cls, "paradigm_closed_form", None)),
+        paper_defaults=MappingProxyType(dict(getattr(cls, "paper_defaults", {}))),
+        presets=tuple(sorted(p for p, (b, _) in _PRESETS.items() if b == base)),
+    )
 
 
 def register_preset(name: str, loss: str, **params: Any) -> None:

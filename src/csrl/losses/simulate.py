@@ -5,7 +5,12 @@ Each simulated batch is one anchor with one positive at angle theta_pos ~ N(mu_p
 (mu_pos in [0.05 pi, 0.5 pi] x mu_neg in [0.05 pi, pi]) ``anchors`` batches are averaged. Angles are
 read back as arccos(cos theta) in [0, pi] wherever an angle (not a cosine) enters a formula.
 
-- GD maps (Fig. 2) of InfoNCE (tau 0.05), ArcCon (tau 0.05, u = 10 deg), MPT (m 0.23), MET (m 0.45).
+The losses' hyper-parameters are their declared ``paper_defaults`` (``loss_traits(name)``: InfoNCE tau
+0.05, ArcCon tau 0.05 and u = 10 deg, MPT m 0.23, MET m 0.45) and GD and R are the loss files' own
+per-anchor formulas (``info_nce_gd``, ``arccon_positive``, ``arccon_ratio``, ``mpt_gd``, ``met_gd``,
+``met_ratio``), the ones their ``paradigm_closed_form`` uses, evaluated on the simulated cosines.
+
+- GD maps (Fig. 2) of InfoNCE, ArcCon, MPT and MET.
 - W (Fig. 3): share of the hardest negative e^{s_max/tau} / sum_j e^{s_j/tau} for each tau in
   :data:`TEMPERATURES`, mean over batches with InfoNCE GD >= 1e-2 at that tau, at mu_pos = 0.5 rad (the
   reference's setting) along the mu_neg axis (NaN where no batch qualifies).
@@ -29,19 +34,28 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from csrl.losses._functional import ARCCOS_EPS, met_distance
+from csrl.losses._functional import safe_arccos
+from csrl.losses.arccon import arccon_positive, arccon_ratio
+from csrl.losses.infonce import info_nce_gd
+from csrl.losses.registry import loss_traits
+from csrl.losses.triplet import met_gd, met_ratio, mpt_gd
 
 POS_STD, NEG_STD = 0.05, 0.10
 POS_RANGE, NEG_RANGE = (0.05 * math.pi, 0.5 * math.pi), (0.05 * math.pi, math.pi)
-TAU, ARC_U, MPT_M, MET_M = 0.05, math.pi / 18, 0.23, 0.45
 TEMPERATURES = (0.3, 0.1, 0.05, 0.03, 0.01, 0.005)
 W_MU_POS = 0.5  # radians, as the reference's W experiment
 GD_MIN = 1e-2
 LOSSES = ("infonce", "arccon", "mpt", "met")
 
 
-def _acos(s: Tensor) -> Tensor:
-    return torch.arccos(s.clamp(-1 + ARCCOS_EPS, 1 - ARCCOS_EPS))
+def _paper(name: str, param: str) -> Any:
+    """A hyper-parameter of the paper, as the loss declares it (``loss_traits(name).paper_defaults``)."""
+    return loss_traits(name).paper_defaults[param]
+
+
+def _softmax_temperatures() -> list[float]:
+    """Every tau a log-sum-exp is needed at: InfoNCE's and ArcCon's paper values and :data:`TEMPERATURES`."""
+    return sorted({_paper("infonce", "temperature"), _paper("arccon", "temperature"), *TEMPERATURES})
 
 
 def _lse(s: Tensor, s_max: Tensor, tau: float) -> Tensor:
@@ -52,18 +66,16 @@ def _lse(s: Tensor, s_max: Tensor, tau: float) -> Tensor:
 def negative_stats(
     mu_neg: Tensor, anchors: int, negatives: int, gen: torch.Generator, chunk: int = 10
 ) -> dict[str, Tensor]:
-    """Per (mu_neg, batch), (G, anchors): hardest-negative cosine ``s_max``, its angle ``t_hard`` and MET
-    distance ``d_hard``, and ``lse_<tau>`` = log sum_j
-    e^{s_j/tau} for tau = 0.05 and :data:`TEMPERATURES`. Draws ``chunk`` mu_neg values at a time."""
-    taus = sorted({TAU, *TEMPERATURES})
-    parts: dict[str, list[Tensor]] = {"s_max": [], "t_hard": [], "d_hard": [], **{f"lse_{t:g}": [] for t in taus}}
+    """Per (mu_neg, batch), (G, anchors): hardest-negative cosine ``s_max`` and ``lse_<tau>`` = log sum_j
+    e^{s_j/tau} for the losses' paper temperatures and :data:`TEMPERATURES`. Draws ``chunk`` mu_neg values
+    at a time."""
+    taus = _softmax_temperatures()
+    parts: dict[str, list[Tensor]] = {"s_max": [], **{f"lse_{t:g}": [] for t in taus}}
     for mu in mu_neg.split(chunk):
         s = torch.empty(mu.shape[0], anchors, negatives).normal_(generator=gen)
         s = s.mul_(NEG_STD).add_(mu[:, None, None]).cos_()
         s_max = s.amax(dim=-1)
         parts["s_max"].append(s_max)
-        parts["t_hard"].append(_acos(s_max))
-        parts["d_hard"].append(met_distance(s_max))
         for t in taus:
             parts[f"lse_{t:g}"].append(_lse(s, s_max, t))
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -71,23 +83,23 @@ def negative_stats(
 
 def _row(mu_pos: float, neg: dict[str, Tensor], gen: torch.Generator) -> dict[str, Tensor]:
     """Statistics of one mu_pos row against every mu_neg (G), averaged over the batches; (G,) tensors."""
-    s_max, lse = neg["s_max"], neg[f"lse_{TAU:g}"]
+    s_max = neg["s_max"]
     s_pos = torch.cos(mu_pos + POS_STD * torch.randn(s_max.shape, generator=gen))
-    t_pos, t_hard = _acos(s_pos), neg["t_hard"]
-    d_pos, d_hard = met_distance(s_pos), neg["d_hard"]
+    tau, arc_tau = _paper("infonce", "temperature"), _paper("arccon", "temperature")
+    arc_u = _paper("arccon", "margin")
     gd = {
-        "infonce": torch.sigmoid(lse - s_pos / TAU),
-        "arccon": torch.sigmoid(lse - torch.cos(t_pos + ARC_U) / TAU),
-        "mpt": (s_pos - s_max < MPT_M).float(),
-        "met": (d_hard - d_pos < MET_M).float(),
+        "infonce": info_nce_gd(s_pos / tau, neg[f"lse_{tau:g}"]),
+        "arccon": info_nce_gd(arccon_positive(s_pos, arc_u) / arc_tau, neg[f"lse_{arc_tau:g}"]),
+        "mpt": mpt_gd(s_pos, s_max, _paper("mpt", "margin")),
+        "met": met_gd(s_pos, s_max, _paper("met", "margin")),
     }
     out = {f"gd_{k}": v.mean(dim=1) for k, v in gd.items()}
     for k, v in gd.items():
         out[f"mid_{k}"] = ((v > 1e-6) & (v < 1 - 1e-6)).float().mean(dim=1)
-    closer = t_pos <= t_hard
+    closer = safe_arccos(s_pos) <= safe_arccos(s_max)
     for name, value, ok in (
-        ("arccon", torch.sin(t_pos + ARC_U) / torch.sin(t_pos), closer & (gd["arccon"] >= GD_MIN)),
-        ("met", d_hard / d_pos, closer & (gd["met"] > 0)),
+        ("arccon", arccon_ratio(s_pos, arc_u), closer & (gd["arccon"] >= GD_MIN)),
+        ("met", met_ratio(s_pos, s_max), closer & (gd["met"] > 0)),
     ):
         share = ok.float().mean(dim=1)
         mean = (value * ok).sum(dim=1) / ok.sum(dim=1).clamp_min(1)
@@ -124,7 +136,7 @@ def w_curves(neg: dict[str, Tensor], gen: torch.Generator) -> Tensor:
     for tau in TEMPERATURES:
         lse = neg[f"lse_{tau:g}"]
         share = torch.exp(s_max / tau - lse)
-        ok = torch.sigmoid(lse - s_pos / tau) >= GD_MIN
+        ok = info_nce_gd(s_pos / tau, lse) >= GD_MIN
         mean = (share * ok).sum(dim=1) / ok.sum(dim=1).clamp_min(1)
         curves.append(torch.where(ok.any(dim=1), mean, torch.full_like(mean, float("nan"))))
     return torch.stack(curves)

@@ -14,19 +14,24 @@ stays a pure 0/1 switch (the constant B is immaterial under Adam; the |A| factor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from csrl.losses._functional import (
+    ClosedForm,
     check_pair,
     check_positive,
     negatives_max,
     off_diagonal_power,
     off_diagonal_softmax,
     similarity,
+    unit_scale,
 )
-from csrl.losses.registry import LossOutput, register_loss
+from csrl.losses.registry import Loss, LossOutput, register_loss
 
 WEIGHTINGS = ("softmax", "power", "uniform")
 
@@ -46,6 +51,11 @@ def surrogate_weights(s: Tensor, *, weighting: str, temperature: float, power: f
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
 
 
+def surrogate_gd(s_pos: Tensor, s_hard: Tensor, gd_margin: float) -> Tensor:
+    """GD = 1[s_pos - s_hard < m] as a bool mask: the anchors i in A that contribute."""
+    return s_pos - s_hard < gd_margin
+
+
 def surrogate_direction(
     h: Tensor,
     h_other: Tensor,
@@ -60,7 +70,7 @@ def surrogate_direction(
     """One direction of the surrogate: rows ``h`` (normalised anchors), columns sg(``h_other``), scalar."""
     s = similarity(h, h_other.detach(), pair=pair)
     sd = s.detach()
-    active = sd.diagonal() - negatives_max(sd) < gd_margin
+    active = surrogate_gd(sd.diagonal(), negatives_max(sd), gd_margin)
     w = surrogate_weights(sd, weighting=weighting, temperature=temperature, power=power)
     per_anchor = (w * s).sum(dim=1) - ratio * s.diagonal()
     return torch.where(active, per_anchor, torch.zeros_like(per_anchor)).sum() / h.shape[0]
@@ -104,9 +114,19 @@ def surrogate(
 
 
 @register_loss("surrogate")
-class Surrogate(nn.Module):
+class Surrogate(Loss):
     """Paper B's GD/W/R surrogate. ``gd_margin`` m (0.30; >= 2 never dissipates), ``ratio`` R (1.0),
     ``weighting`` in {softmax, power, uniform} with ``temperature`` (0.05) or ``power`` (4.0)."""
+
+    in_batch_negatives: ClassVar[bool] = True
+    hard_negatives: ClassVar[bool] = False
+    # the component study's scripts (papers.md 1.5): m = 0.30, R = 1, tau = 0.05, softmax W
+    paper_defaults: ClassVar[Mapping[str, Any]] = {
+        "gd_margin": 0.30,
+        "ratio": 1.0,
+        "temperature": 0.05,
+        "weighting": "softmax",
+    }
 
     def __init__(
         self,
@@ -140,3 +160,15 @@ class Surrogate(nn.Module):
             weighting=self.weighting,
             power=self.power,
         )
+
+    def paradigm_closed_form(self, s: Tensor) -> ClosedForm:
+        """GD = :func:`surrogate_gd`, W = :func:`surrogate_weights`, R = ``ratio`` (the loss's own definitions)."""
+        if s.shape[1] != s.shape[0]:
+            raise ValueError("surrogate: hard negatives are not supported")
+        gd = surrogate_gd(s.diagonal(), negatives_max(s), self.gd_margin).to(s.dtype)
+        w = surrogate_weights(s, weighting=self.weighting, temperature=self.temperature, power=self.power)
+        return ClosedForm(gd, w, torch.full_like(gd, self.ratio))
+
+    def gd_scale(self, cos: Tensor) -> Tensor:
+        """c = 1."""
+        return unit_scale(cos)

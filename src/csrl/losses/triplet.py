@@ -8,20 +8,27 @@ when given, by the rows of ``hard_neg``, which all count as negatives.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from csrl.losses._functional import (
+    ClosedForm,
     candidates,
     check_pair,
     check_range,
     cross_cosine,
     diag_mask,
     met_distance,
+    negatives_max,
+    one_hot_hardest,
     safe_arccos,
+    unit_scale,
 )
-from csrl.losses.registry import LossOutput, register_loss
+from csrl.losses.registry import Loss, LossOutput, register_loss
 
 
 def _hinge_hardest(score: Tensor, margin: float, *, larger_is_closer: bool) -> Tensor:
@@ -33,6 +40,33 @@ def _hinge_hardest(score: Tensor, margin: float, *, larger_is_closer: bool) -> T
         return F.relu(hardest - pos + margin).mean()
     hardest = score.masked_fill(pos_mask, float("inf")).amin(dim=1)  # distance / angle: smallest
     return F.relu(pos - hardest + margin).mean()
+
+
+# GD, R and the scale c of each hinge (papers.md 1.3), per anchor from its positive cosine s_pos and its
+# hardest negative's cosine s_hard; the closed forms below and csrl.losses.simulate both call these.
+def mpt_gd(s_pos: Tensor, s_hard: Tensor, margin: float) -> Tensor:
+    """GD = 1[s_hard - s_pos + m > 0]: the MPT hinge is active."""
+    return (s_hard - s_pos + margin > 0).to(s_pos.dtype)
+
+
+def met_gd(s_pos: Tensor, s_hard: Tensor, margin: float) -> Tensor:
+    """GD = 1[d_pos - d_hard + m > 0], d = :func:`~csrl.losses._functional.met_distance` of the cosine."""
+    return (met_distance(s_pos) - met_distance(s_hard) + margin > 0).to(s_pos.dtype)
+
+
+def met_ratio(s_pos: Tensor, s_hard: Tensor) -> Tensor:
+    """R = d_hard / d_pos."""
+    return met_distance(s_hard) / met_distance(s_pos)
+
+
+def mat_gd(s_pos: Tensor, s_hard: Tensor, margin: float) -> Tensor:
+    """GD = 1[theta_pos - theta_hard + m > 0], theta = arccos (clamped)."""
+    return (safe_arccos(s_pos) - safe_arccos(s_hard) + margin > 0).to(s_pos.dtype)
+
+
+def mat_ratio(s_pos: Tensor, s_hard: Tensor) -> Tensor:
+    """R = sin theta_hard / sin theta_pos."""
+    return torch.sin(safe_arccos(s_hard)) / torch.sin(safe_arccos(s_pos))
 
 
 def mpt(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, margin: float = 0.23) -> LossOutput:
@@ -73,8 +107,12 @@ def mat(z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None, *, margin: float
 
 
 @register_loss("mpt")
-class MPT(nn.Module):
+class MPT(Loss):
     """Margin triplet on cosines with the hardest negative; ``margin`` in [0, 2] (0.23)."""
+
+    in_batch_negatives: ClassVar[bool] = True
+    hard_negatives: ClassVar[bool] = True
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"margin": 0.23}
 
     def __init__(self, margin: float = 0.23) -> None:
         super().__init__()
@@ -84,10 +122,23 @@ class MPT(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
         return mpt(z1, z2, hard_neg, margin=self.margin)
 
+    def paradigm_closed_form(self, s: Tensor) -> ClosedForm:
+        """GD = :func:`mpt_gd`, W one-hot on the hardest negative, R = 1."""
+        s_pos = s.diagonal()
+        return ClosedForm(mpt_gd(s_pos, negatives_max(s), self.margin), one_hot_hardest(s), torch.ones_like(s_pos))
+
+    def gd_scale(self, cos: Tensor) -> Tensor:
+        """c = 1."""
+        return unit_scale(cos)
+
 
 @register_loss("met")
-class MET(nn.Module):
+class MET(Loss):
     """Margin triplet on Euclidean distances of normalised vectors; ``margin`` in [0, 2] (0.45)."""
+
+    in_batch_negatives: ClassVar[bool] = True
+    hard_negatives: ClassVar[bool] = True
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"margin": 0.45}
 
     def __init__(self, margin: float = 0.45) -> None:
         super().__init__()
@@ -97,10 +148,23 @@ class MET(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
         return met(z1, z2, hard_neg, margin=self.margin)
 
+    def paradigm_closed_form(self, s: Tensor) -> ClosedForm:
+        """GD = :func:`met_gd`, W one-hot on the hardest negative, R = :func:`met_ratio`."""
+        s_pos, s_hard = s.diagonal(), negatives_max(s)
+        return ClosedForm(met_gd(s_pos, s_hard, self.margin), one_hot_hardest(s), met_ratio(s_pos, s_hard))
+
+    def gd_scale(self, cos: Tensor) -> Tensor:
+        """c = 1/d_hard (dd/ds = -1/d)."""
+        return 1.0 / met_distance(negatives_max(cos))
+
 
 @register_loss("mat")
-class MAT(nn.Module):
+class MAT(Loss):
     """Margin triplet on angles; ``margin`` in radians, in [0, pi] (0.15 pi)."""
+
+    in_batch_negatives: ClassVar[bool] = True
+    hard_negatives: ClassVar[bool] = True
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"margin": 0.15 * math.pi}
 
     def __init__(self, margin: float = 0.15 * math.pi) -> None:
         super().__init__()
@@ -109,3 +173,12 @@ class MAT(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
         return mat(z1, z2, hard_neg, margin=self.margin)
+
+    def paradigm_closed_form(self, s: Tensor) -> ClosedForm:
+        """GD = :func:`mat_gd`, W one-hot on the hardest negative, R = :func:`mat_ratio`."""
+        s_pos, s_hard = s.diagonal(), negatives_max(s)
+        return ClosedForm(mat_gd(s_pos, s_hard, self.margin), one_hot_hardest(s), mat_ratio(s_pos, s_hard))
+
+    def gd_scale(self, cos: Tensor) -> Tensor:
+        """c = 1/sin theta_hard (dtheta/ds = -1/sin theta)."""
+        return 1.0 / torch.sin(safe_arccos(negatives_max(cos)))

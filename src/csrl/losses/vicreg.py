@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from csrl.losses._functional import (
-    check_no_hard_neg,
-    check_pair,
-    gate_rows,
-    gd_keep,
-    parse_variant,
-    sample_weights,
-    sample_wise_direction,
-)
-from csrl.losses.barlow import SampleWise
 from csrl.losses.registry import LossOutput, register_loss
+from csrl.losses.sample_wise import SampleWise, sample_wise
 
 
 def vicreg(
@@ -40,35 +30,30 @@ def vicreg(
     z1, z2: (batch, dim). Terms ``"positive"``, ``"negative"``.
     Relations: Barlow Twins takes w from the other view and weights the positive per dimension.
     """
-    check_pair(z1, z2, hard_neg, name="vicreg")
-    check_no_hard_neg(hard_neg, "vicreg")
-    switches = parse_variant(variant, name="vicreg")
-    u, v = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    if "w_gd" in switches:
-        u, v = gate_rows(u, gd_keep(u, gd_margin)), gate_rows(v, gd_keep(v, gd_margin))
-    positive, negative = u.new_zeros(()), u.new_zeros(())
-    for a, b, pairs in ((u, v, ("00", "01")), (v, u, ("11", "10"))):
-        ad = a.detach()
-        w = sample_weights(ad @ ad.T, switches, temperature=temperature, weighting=weighting, power=power)
-        p, q = sample_wise_direction(a, b, w, pairs=pairs, switches=switches, lam=lam, ratio=ratio, dim_weight=None)
-        positive, negative = positive + p, negative + q
-    return LossOutput(positive + negative, {"positive": positive.detach(), "negative": negative.detach()})
+    return sample_wise(
+        z1,
+        z2,
+        hard_neg,
+        name="vicreg",
+        weights_from="same",
+        per_dimension=False,
+        variant=variant,
+        lam=lam,
+        gd_margin=gd_margin,
+        temperature=temperature,
+        ratio=ratio,
+        weighting=weighting,
+        power=power,
+    )
 
 
 @register_loss("vicreg")
 class VICReg(SampleWise):
-    """Sample-wise VICReg; ``variant`` ori | mod | subset of w_gd.w_w.w_r; ``lam`` lambda."""
+    """Sample-wise VICReg; ``variant`` ori | mod | subset of w_gd.w_w.w_r; ``lam`` lambda.
+
+    Traits (from :class:`SampleWise`): in-batch negatives, no hard negatives, no closed form; paper B's
+    rows are the presets ``vicreg-{ori,mod}-{bert,roberta}``.
+    """
 
     def forward(self, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> LossOutput:
-        return vicreg(
-            z1,
-            z2,
-            hard_neg,
-            variant=self.variant,
-            lam=self.lam,
-            gd_margin=self.gd_margin,
-            temperature=self.temperature,
-            ratio=self.ratio,
-            weighting=self.weighting,
-            power=self.power,
-        )
+        return vicreg(z1, z2, hard_neg, **self.hyper_parameters())

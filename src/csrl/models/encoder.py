@@ -332,3 +332,10 @@ def pooler_override(encoder: Encoder, pooler: str | None) -> Iterator[None]:
         yield
     finally:
         encoder.pooler = old
+
+
+def load_encoder(model: str, *, pooler: str | None = None, device: str | None = None) -> Encoder:
+    """An :class:`Encoder` for a local folder, a Hub id or ``embedded:all-MiniLM-L6-v2`` (pooler: None = auto)."""
+    overrides: dict[str, Any] = {"pooler": pooler} if pooler else {}
+    enc = Encoder.from_pretrained(model=model, **overrides)
+    return enc.to(device) if device else enc

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from csrl.analysis.plots import new_figure
+from csrl.analysis.registry import probe_panels
 from csrl.errors import CsrlError
 from csrl.utils.io import atomic_write_bytes
 
@@ -39,25 +40,9 @@ Runs = Mapping[str, Sequence[Records]]
 
 DEV_KEY = "eval/stsb_dev_spearman"
 # (title, [(key, legend label)]) per panel; a panel is drawn when at least one of its keys has data
-GEOMETRY_PANELS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("anisotropy (lower = more isotropic)", [("geometry/anisotropy", "")]),
-    ("token norm (distance to origin)", [("geometry/norm_mean", "")]),
-    (
-        "self-similarity",
-        [
-            ("geometry/functional_self_similarity", "functional"),
-            ("geometry/content_self_similarity", "content"),
-            ("geometry/self_similarity", "all"),
-        ],
-    ),
-    (
-        "intra-sentence similarity",
-        [("geometry/intra_similarity", "raw"), ("geometry/adjusted_intra_similarity", "adjusted")],
-    ),
-    ("uniformity (lower = more uniform)", [("geometry/uniformity", "")]),
-    ("alignment (lower = closer positives)", [("geometry/alignment", "")]),
-    ("average cosine of sentence embeddings", [("geometry/average_cosine", "")]),
-]
+# The geometry probe's panels come from the metric registry (csrl.analysis.catalogue): a metric declared
+# with ``probe=True`` and a ``panel`` is logged during training and plotted here without further edits.
+GEOMETRY_PANELS: list[tuple[str, list[tuple[str, str]]]] = probe_panels()
 TRAINING_PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("training loss", [("train/loss", "")]),
     ("STS-B dev Spearman x100", [(DEV_KEY, "")]),
@@ -136,16 +121,7 @@ def _has(runs: Runs, key: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- drawing
-def _figure(n_panels: int, ncols: int = 3, cell: tuple[float, float] = (4.6, 3.2)) -> tuple[Figure, list[Axes]]:
-    ncols = max(1, min(ncols, n_panels))
-    nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(cell[0] * ncols, cell[1] * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
-    return fig, axes
-
-
-def _colors(n: int) -> list[Any]:
+def line_colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
@@ -177,8 +153,8 @@ def _panels_figure(runs: Runs, panels: list[tuple[str, list[tuple[str, str]]]], 
     present = [(t, keys) for t, keys in present if keys]
     if not present:
         return None
-    fig, axes = _figure(len(present))
-    colors = _colors(len(runs))
+    fig, axes = new_figure(len(present))
+    colors = line_colors(len(runs))
     for ax, (title, keys) in zip(axes, present, strict=True):
         _panel(ax, runs, title, keys, colors)
     if suptitle:
@@ -197,14 +173,14 @@ def align_uniform_figure(runs: Runs, suptitle: str = "") -> Figure | None:
             paths[label] = (common, u[np.isin(su, common)], a[np.isin(sa, common)])
     if not paths:
         return None
-    fig, (ax,) = _figure(1, cell=(6.0, 4.6))
+    fig, (ax,) = new_figure(1, cell=(6.0, 4.6))
     if len(paths) == 1:
         steps, u, a = next(iter(paths.values()))
         ax.plot(u, a, "-", color="0.6", linewidth=1, zorder=1)
         sc = ax.scatter(u, a, c=steps, cmap="viridis", norm=Normalize(steps.min(), max(steps.max(), 1)), zorder=2)
         fig.colorbar(sc, ax=ax, label="step")
     else:
-        for (label, (steps, u, a)), color in zip(paths.items(), _colors(len(paths)), strict=True):
+        for (label, (steps, u, a)), color in zip(paths.items(), line_colors(len(paths)), strict=True):
             ax.plot(u, a, "-o", color=color, markersize=3, label=label)
             ax.plot(u[-1:], a[-1:], "*", color=color, markersize=11)
         ax.legend(fontsize=7)

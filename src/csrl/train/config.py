@@ -23,8 +23,7 @@ import yaml
 
 from csrl.errors import CsrlError
 from csrl.models.encoder import EncoderConfig
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from csrl.utils.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,6 @@ class TrainConfig:
     paradigm_every: int = 1  # gradient-paradigm statistics (GD, W, R) every N steps; 0 = off
     dynamics_every: int = 0  # geometry probe every N steps on a fixed probe set; 0 = off
     dynamics_probe_size: int = 1000  # probe sentences (STS-B test sentence1)
-    grad_accum_steps: int = 1  # refused with in-batch-negative losses: use cache_chunk_size
     cache_chunk_size: int | None = None  # GradCache: embed the batch in chunks of this size
     max_grad_norm: float | None = None  # gradient clipping (None: off)
     on_nonfinite: str = "stop"  # stop | skip: what to do with a NaN/Inf loss or gradient
@@ -159,6 +157,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+RETIRED_KEYS = {
+    "train.grad_accum_steps": (
+        "train.grad_accum_steps was removed: every csrl loss uses in-batch negatives, and gradient accumulation "
+        "silently shrinks the in-batch negatives to one micro-batch",
+        "use train.cache_chunk_size=N (cached large batches: exact full-batch negatives, small memory)",
+    ),
+}
+"""Keys that existed once, with the reason they are gone and what to use instead."""
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -168,6 +176,9 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         full = f"{prefix}{key}"
+        if full in RETIRED_KEYS:
+            message, hint = RETIRED_KEYS[full]
+            raise CsrlError(message, hint=hint)
         if key not in hints:
             close = difflib.get_close_matches(key, list(hints), n=3)
             raise CsrlError(
@@ -213,7 +224,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise CsrlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.on_nonfinite not in ("stop", "skip"):
         raise CsrlError(f"train.on_nonfinite must be stop or skip, got {t.on_nonfinite!r}")
-    for key in ("batch_size", "epochs", "grad_accum_steps", "eval_batch_size"):
+    for key in ("batch_size", "epochs", "eval_batch_size"):
         if getattr(t, key) < 1:
             raise CsrlError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if not t.lr > 0:
@@ -252,17 +263,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides to a raw (nested dict) config. ``loss.<p>`` goes to ``loss.params.<p>``."""
+    from csrl.utils.dotted import set_dotted
+
     out = json.loads(json.dumps(raw))  # deep copy of plain data
     for text in overrides:
         path, value = parse_override(text)
-        if path[0] == "loss" and len(path) == 2 and path[1] not in ("name", "params"):
-            path = ["loss", "params", path[1]]
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise CsrlError(f"override {text!r}: {part!r} is not a section")
-        node[path[-1]] = value
+        try:
+            set_dotted(out, path, value)
+        except CsrlError as exc:
+            raise CsrlError(f"override {text!r}: {exc.message}", hint=exc.hint) from None
     return out
 
 
@@ -292,3 +301,13 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     raw = read_yaml(path) if path is not None else {}
     return build_config(apply_overrides(raw, overrides))
+
+
+_T = typing.TypeVar("_T")
+
+
+def build_section(cls: type[_T], raw: Mapping[str, Any], prefix: str = "") -> _T:
+    """The dataclass ``cls`` built from ``raw`` with the checks of a config section: unknown keys (with
+    suggestions) and value types raise :class:`~csrl.errors.CsrlError`; ``prefix`` names the section in
+    messages (e.g. ``"sweep."``). Used for settings sections outside :class:`RunConfig`."""
+    return _build(cls, raw, prefix)

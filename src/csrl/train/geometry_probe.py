@@ -4,8 +4,9 @@ Paper A (papers.md 2) follows anisotropy, self-similarity of functional and cont
 intra-sentence similarity and token norms over training; SimCSE (papers.md 5) follows alignment and
 uniformity. :class:`DynamicsCallback` computes them on a fixed probe set (by default the first
 ``train.dynamics_probe_size`` STS-B test ``sentence1``, paper A's analysis sentences), last layer, with
-:func:`csrl.analysis.suite.dynamics_probe`, and returns them as ``"geometry/<name>"`` metrics, which the
-trainer merges into ``metrics.jsonl``. Alignment uses STS-B test pairs with a gold score above 4.
+:func:`csrl.analysis.suite.dynamics_probe`: the metrics registered with ``probe=True`` in
+:mod:`csrl.analysis.catalogue`, returned as ``"geometry/<key>"`` metrics, which the trainer merges into
+``metrics.jsonl``. Alignment uses STS-B test pairs with a gold score above 4.
 
 The probe runs in eval mode (no dropout, no training head under ``mlp_only_train``: the geometry of the
 embeddings that are evaluated), restores the training mode, and runs inside ``torch.random.fork_rng``,
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
+
 import torch
 
-from csrl.analysis.function_words import IdToToken
+from csrl.analysis.function_words import IdToToken, tokenizer_vocab
 from csrl.analysis.suite import dynamics_probe, encode_pairs
 from csrl.data.sts import POSITIVE_THRESHOLD, load_positive_pairs
 from csrl.errors import CsrlError
@@ -80,9 +82,7 @@ class DynamicsCallback:
     def probe(self, encoder: Encoder, *, step: int | None = None) -> dict[str, float]:
         """Run the probe now: eval mode, no grad, the torch RNG untouched, training mode restored."""
         if self.vocab is None:
-            tok = encoder.tokenizer
-            self.vocab = list(tok.convert_ids_to_tokens(list(range(len(tok)))))
-            self.special_tokens = list(getattr(tok, "all_special_tokens", [])) or None
+            self.vocab, self.special_tokens = tokenizer_vocab(encoder.tokenizer)
         was_training = encoder.training
         dev = encoder.device
         cuda = [dev.index or 0] if dev.type == "cuda" else []
@@ -110,7 +110,7 @@ class DynamicsCallback:
     def _encode_pairs(self, encoder: Encoder) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not self.pairs or not self.pairs[0]:
             return None
-        return encode_pairs(encoder, *self.pairs, batch_size=self.batch_size)
+        return encode_pairs(lambda s: encoder.encode(s, batch_size=self.batch_size), *self.pairs)
 
 
 def probe_sentences(data_dir: Path | None, limit: int) -> list[str]:
@@ -151,13 +151,13 @@ def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | No
         )
     if t.dynamics_probe_size < 2:
         raise CsrlError(f"train.dynamics_probe_size must be >= 2, got {t.dynamics_probe_size}")
-    tok = encoder.tokenizer
+    vocab, special_tokens = tokenizer_vocab(encoder.tokenizer)
     return DynamicsCallback(
         probe_sentences(data_dir, t.dynamics_probe_size),
         every=t.dynamics_every,
         positive_pairs=positive_pairs(data_dir),
-        vocab=list(tok.convert_ids_to_tokens(list(range(len(tok))))),
-        special_tokens=list(getattr(tok, "all_special_tokens", [])) or None,
+        vocab=vocab,
+        special_tokens=special_tokens,
         batch_size=min(t.eval_batch_size, 128),
         seed=0,  # the same anisotropy token draw in every run, so runs compare on the same tokens
     )

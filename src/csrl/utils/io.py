@@ -14,14 +14,17 @@ file keeps its mode.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "atomic_dir",
@@ -30,6 +33,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_file",
+    "strict_json",
 ]
 
 
@@ -164,3 +168,20 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` made fit for strict JSON (``json.dumps(..., allow_nan=False)``), recursively.
+
+    NaN and +-inf become ``None``; numpy scalars become Python numbers (then the same rule) and numpy
+    arrays lists; mappings become dicts and tuples lists. Anything else is returned as it is.
+    """
+    if isinstance(obj, np.ndarray | np.generic):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj

@@ -1,0 +1,122 @@
+"""``csrl analyze`` as a library function: a model's embedding geometry on a sentence set, end to end.
+
+Load the sentences (a list, a text file, or STS-B test ``sentence1``, paper A's analysis set), the
+encoder's token states on every layer, the positive pairs for alignment (STS-B test pairs with gold above
+the threshold; skipped when STS-B is absent), then every registered metric
+(:func:`csrl.analysis.suite.analyze_token_states`); optionally write ``analysis.json`` and the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from csrl.analysis.function_words import tokenizer_vocab
+from csrl.analysis.suite import AnalysisResult, analyze_token_states, encode_pairs
+from csrl.data.sts import POSITIVE_THRESHOLD, load_analysis_sentences, load_positive_pairs
+from csrl.errors import CsrlError
+from csrl.models.encoder import Encoder, load_encoder, pooler_override
+from csrl.utils.io import atomic_write_text
+
+STSB_SOURCE = "STS-B test sentence1 (sts/stsb/raw/sts-test.csv, cased)"
+
+
+def read_sentence_file(path: Path) -> list[str]:
+    """Non-blank lines of a UTF-8 text file (blank lines are skipped)."""
+    if not path.is_file():
+        raise CsrlError(f"sentence file {path} not found", hint="one sentence per line, UTF-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CsrlError(f"{path}: not UTF-8 at byte {exc.start}", hint="re-encode it, e.g. iconv -t utf-8") from None
+    return [s for s in text.splitlines() if s.strip()]
+
+
+def analysis_sentences(
+    sentences: Sequence[str] | Path | None, data_dir: Path | None, limit: int | None
+) -> tuple[list[str], str]:
+    """(sentences, where they came from): a list as given, a file's non-blank lines, or STS-B test sentence1."""
+    if sentences is None:
+        texts, source = load_analysis_sentences(data_dir), STSB_SOURCE
+    elif isinstance(sentences, Path):
+        texts, source = read_sentence_file(sentences), str(sentences)
+    else:
+        texts, source = list(sentences), f"{len(sentences)} sentences given"
+    if limit:
+        texts = texts[:limit]
+    if len(texts) < 2:
+        raise CsrlError(f"need at least 2 sentences to analyze, got {len(texts)}")
+    return texts, source
+
+
+def _positive_pairs(
+    enc: Encoder, data_dir: Path | None, threshold: float, batch_size: int
+) -> tuple[Tensor, Tensor] | None:
+    try:
+        xs, ys = load_positive_pairs(data_dir, threshold)
+    except CsrlError:
+        return None  # no STS-B: alignment is skipped
+    return encode_pairs(lambda s: enc.encode(s, batch_size=batch_size), xs, ys)
+
+
+def analyze_model(
+    model: str | Encoder,
+    *,
+    sentences: Sequence[str] | Path | None = None,
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    positive_threshold: float = POSITIVE_THRESHOLD,
+    batch_size: int = 64,
+    pooler: str | None = None,
+    out_dir: Path | str | None = None,
+) -> AnalysisResult:
+    """The geometry suite of ``model`` (a folder, Hub id, ``embedded:...``, or a loaded :class:`Encoder`).
+
+    sentences: a list, a text file (one per line, blank lines skipped), or None for STS-B test sentence1
+    from ``data_dir`` (None: the default data folder). limit: only the first N (None or 0: all).
+    seed: the anisotropy token draw. positive_threshold: alignment positives are STS-B test pairs with
+    gold above it. batch_size: sentences per forward pass. pooler: override the model's pooler (for a
+    loaded encoder only during the call). out_dir: write the figures, then ``analysis.json``.
+    ``result.extra`` records the model, pooler, sentence source, the seconds of the forward pass, the
+    positive pairs and the metrics, and the figure files.
+    """
+    texts, source = analysis_sentences(sentences, data_dir, limit)
+    if isinstance(model, str):
+        enc, name, override = load_encoder(model, pooler=pooler), model, None
+    else:
+        enc, name, override = model, model.config.model, pooler
+    with pooler_override(enc, override):
+        t0 = time.perf_counter()
+        states = enc.token_states(texts, batch_size=batch_size)
+        t1 = time.perf_counter()
+        pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size)
+        t2 = time.perf_counter()
+        vocab, special_tokens = tokenizer_vocab(enc.tokenizer)
+        result = analyze_token_states(
+            states, vocab=vocab, special_tokens=special_tokens, seed=seed, positive_pairs=pairs
+        )
+        t3 = time.perf_counter()
+        result.extra.update(
+            {
+                "model": name,
+                "pooler": enc.pooler,
+                "sentences": source,
+                "seconds_forward": t1 - t0,
+                "seconds_positive_pairs": t2 - t1,
+                "seconds_metrics": t3 - t2,
+            }
+        )
+    if out_dir is not None:
+        from csrl.analysis.plots import save_all_plots  # matplotlib only when figures are written
+
+        out = Path(out_dir)
+        result.extra["figures"] = [p.name for p in save_all_plots(result, out)]
+        atomic_write_text(out / "analysis.json", result.to_json(indent=2))
+    return result
+
+
+__all__ = ["STSB_SOURCE", "analysis_sentences", "analyze_model", "read_sentence_file"]

@@ -1,0 +1,238 @@
+"""Run a sweep's cells as resumable ``csrl train`` subprocesses, then summarise the sweep.
+
+Each cell runs ``python -m csrl train cells/<name>/cell.yaml`` in a subprocess (folder layout:
+:mod:`csrl.report.sweep_layout`). Running the sweep again skips cells with ``DONE``, resumes a started
+cell from its last checkpoint (``--resume``), and retries a crashed cell up to ``max_retries`` times; user
+errors (exit 2) and non-finite losses (exit 3) are not retried. A cell whose stored config differs from the
+sweep's is refused rather than mixed. With ``final_tasks: stsb`` the runner scores each finished cell's
+best model on STS-B test itself (:func:`score_stsb`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from csrl.errors import CsrlError
+from csrl.report.sweep_layout import CELL_JSON, CELL_YAML, DONE, STSB_RESULT, SWEEP_JSON, cell_state
+from csrl.sweep.grid import RUN_SECTIONS, Cell, Sweep, SweepSettings, load_sweep
+from csrl.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["SweepOutcome", "prepare_cell", "run", "run_cell", "run_sweep", "score_stsb", "train_command"]
+
+PERMANENT_EXIT_CODES = (2, 3)  # CsrlError (a user mistake), NonFiniteError: retrying gives the same result
+Log = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- one cell
+def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k != "output_dir"}
+
+
+def prepare_cell(cell: Cell) -> None:
+    """Write ``cell.yaml`` and ``cell.json``; refuse a folder that holds a run of another config."""
+    d = cell.dir
+    meta_path = d / CELL_JSON
+    cfg = cell.config.to_dict()
+    meta: dict[str, Any] = {"name": cell.name, "values": cell.values, "overrides": cell.overrides, "attempts": []}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        old = meta.get("config", {})
+        if _comparable(old) != _comparable(cfg):
+            changed = sorted(
+                f"{s}.{k}" for s in RUN_SECTIONS for k in set(old.get(s, {})) | set(cfg.get(s, {}))
+                if old.get(s, {}).get(k) != cfg.get(s, {}).get(k)
+            )  # fmt: skip
+            raise CsrlError(
+                f"cell {d} was started with another config (changed: {', '.join(changed) or 'unknown'})",
+                hint="use a new output_dir for the new sweep, or delete that cell folder to rerun it",
+            )
+    meta["config"] = cfg
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / CELL_YAML, yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_json(meta_path, meta)
+
+
+def train_command(cell: Cell, settings: SweepSettings, *, python: Sequence[str], data_dir: Path | None,
+                  threads: int | None, resume: bool) -> list[str]:  # fmt: skip
+    """The ``csrl train`` command line of one attempt (a fresh start, or ``--resume`` from a checkpoint)."""
+    cmd = [*python, "-m", "csrl", "train"]
+    cmd += ["--resume", str(cell.dir)] if resume else [str(cell.dir / CELL_YAML)]
+    if not settings.eval_before:
+        cmd.append("--no-before")
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    return cmd
+
+
+_EVAL_LOCK = threading.Lock()  # one STS-B scoring at a time when cells run in parallel
+
+
+def score_stsb(cell: Cell, data_dir: Path | None) -> Path:
+    """STS-B test Spearman of the cell's best model -> ``results/sts_stsb.json`` (STSResults JSON)."""
+    from csrl.evaluate.sts import evaluate_stsb_test
+    from csrl.models.encoder import Encoder, pooler_override
+
+    t = cell.config.train
+    with _EVAL_LOCK:
+        enc = Encoder.from_pretrained(model=str(cell.dir / "best"))
+        with pooler_override(enc, t.final_eval_pooler):
+            res = evaluate_stsb_test(lambda s: enc.encode(s, batch_size=t.eval_batch_size), data_dir)
+    out = cell.dir / STSB_RESULT
+    atomic_write_text(out, res.to_json())
+    return out
+
+
+def _attempt(cmd: Sequence[str], log_path: Path, attempt: int, timeout_s: float | None) -> int:
+    """Run one attempt with its output appended to ``train.log``; its exit code (-9 past ``timeout_s``)."""
+    with log_path.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {attempt}: {' '.join(cmd)}\n")
+        fh.flush()
+        try:
+            return subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            fh.write(f"\n=== killed after the {timeout_s} s limit\n")
+            return -9
+
+
+def run_cell(
+    cell: Cell,
+    settings: SweepSettings,
+    *,
+    data_dir: Path | None = None,
+    python: Sequence[str] = (sys.executable,),
+    threads: int | None = None,
+    log: Log = print,
+) -> str:
+    """Run (or resume, or retry) one cell until it is done; returns skipped | done | failed."""
+    if cell_state(cell.dir) == "done":
+        return "skipped"
+    prepare_cell(cell)
+    meta_path = cell.dir / CELL_JSON
+    log_path = cell.dir / "train.log"
+    t0 = time.perf_counter()
+    for attempt in range(1, settings.max_retries + 2):
+        resume = cell_state(cell.dir) == "partial"
+        cmd = train_command(cell, settings, python=python, data_dir=data_dir, threads=threads, resume=resume)
+        log(f"  {cell.name}: {'resuming' if resume else 'starting'} (attempt {attempt})")
+        started = time.perf_counter()
+        rc = _attempt(cmd, log_path, attempt, settings.timeout_s)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["attempts"].append({"resume": resume, "exit_code": rc, "seconds": time.perf_counter() - started})
+        atomic_write_json(meta_path, meta)
+        if rc == 0:
+            break
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        log(f"  {cell.name}: exit code {rc}: " + " / ".join(tail))
+        if rc in PERMANENT_EXIT_CODES:
+            return "failed"
+    else:
+        return "failed"
+    if settings.final_tasks == "stsb":
+        score_stsb(cell, data_dir)
+    atomic_write_json(cell.dir / DONE, {"seconds": time.perf_counter() - t0, "finished": time.time()})
+    if settings.prune_checkpoints:
+        shutil.rmtree(cell.dir / "checkpoints", ignore_errors=True)
+    return "done"
+
+
+# ----------------------------------------------------------------------------- a sweep
+def run_sweep(
+    sweep: Sweep,
+    *,
+    data_dir: Path | None = None,
+    jobs: int | None = None,
+    threads: int | None = None,
+    python: Sequence[str] = (sys.executable,),
+    log: Log = print,
+) -> dict[str, str]:
+    """Run every unfinished cell (``jobs`` at a time); returns cell name -> skipped | done | failed."""
+    sweep.output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(sweep.output_dir / SWEEP_JSON, sweep.to_dict())
+    jobs = jobs or sweep.settings.jobs
+    threads = threads or sweep.settings.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
+    todo = [c for c in sweep.cells if cell_state(c.dir) != "done"]
+    log(f"sweep {sweep.output_dir}: {len(sweep.cells)} cells, {len(sweep.cells) - len(todo)} done, "
+        f"{len(todo)} to run ({jobs} at a time)")  # fmt: skip
+    status = {c.name: "skipped" for c in sweep.cells if c not in todo}
+    counter = itertools.count(1)
+
+    def one(cell: Cell) -> tuple[str, str]:
+        k = next(counter)
+        t0 = time.perf_counter()
+        log(f"[{k}/{len(todo)}] {cell.name}")
+        st = run_cell(cell, sweep.settings, data_dir=data_dir, python=python, threads=threads, log=log)
+        log(f"[{k}/{len(todo)}] {cell.name}: {st} in {time.perf_counter() - t0:.0f} s")
+        return cell.name, st
+
+    if jobs == 1:
+        results = [one(c) for c in todo]
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(one, todo))
+    status.update(dict(results))
+    return status
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What :func:`run` did: the expanded sweep, each run cell's status and the summary it wrote."""
+
+    sweep: Sweep
+    status: dict[str, str] = field(default_factory=dict)  # cell name -> skipped | done | failed (if cells ran)
+    summary: list[Path] = field(default_factory=list)  # results.md, cells.csv, groups.csv, collected.json, figures
+    markdown: str = ""  # the text of summary/results.md
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, st in self.status.items() if st == "failed"]
+
+
+def run(
+    path: Path | str,
+    *,
+    output_dir: Path | str | None = None,
+    data_dir: Path | None = None,
+    jobs: int | None = None,
+    threads: int | None = None,
+    collect_only: bool = False,
+    dry_run: bool = False,
+    log: Log = print,
+) -> SweepOutcome:
+    """The whole job of ``csrl sweep``: load and expand the sweep file, run its unfinished cells, write the summary.
+
+    ``dry_run``: expand and validate only (nothing is run or written). ``collect_only``: skip running and
+    summarise what the sweep folder holds (a folder without ``sweep.json`` is an error).
+    """
+    t0 = time.perf_counter()
+    sweep = load_sweep(path, output_dir=output_dir)
+    if dry_run:
+        return SweepOutcome(sweep)
+    from csrl.report.sweep import write_summary  # loads matplotlib: only when a summary is drawn
+
+    status: dict[str, str] = {}
+    if not collect_only:
+        status = run_sweep(sweep, data_dir=data_dir, jobs=jobs, threads=threads, log=log)
+    elif not (sweep.output_dir / SWEEP_JSON).is_file():
+        raise CsrlError(
+            f"nothing to collect: {sweep.output_dir} holds no sweep yet", hint="run it without --collect-only"
+        )
+    paths = write_summary(sweep.output_dir)
+    markdown = paths[0].read_text(encoding="utf-8")
+    return SweepOutcome(sweep, status, paths, markdown, time.perf_counter() - t0)

@@ -1,0 +1,137 @@
+"""The training data of a run: the corpus, its sampler, and the texts of each step.
+
+A step's position is ``(epoch, position)``; both are part of :class:`~csrl.train.state.RunState`, so a
+resumed run reads exactly the batches an uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from csrl.data.corpora import Corpus, open_corpus
+from csrl.data.sampler import EpochSampler, NoDuplicatesSampler, find_duplicates_in_batch, record_keys
+from csrl.data.sts import default_data_dir
+from csrl.errors import CsrlError
+from csrl.losses.registry import loss_traits
+from csrl.models.encoder import Encoder
+from csrl.train.config import RunConfig
+
+
+def resolve_train_files(cfg: RunConfig, data_dir: Path | None) -> list[Path]:
+    """``data.train_files`` as paths: as given when they exist, else relative to the data folder."""
+    root = data_dir if data_dir is not None else default_data_dir()
+    out = []
+    for f in cfg.data.train_files:
+        p = Path(f).expanduser()
+        if not p.is_absolute() and not p.exists():
+            p = root / p
+        if not p.exists():
+            raise CsrlError(
+                f"training file {f} not found (looked in the current folder and in {root})",
+                hint="set CSRL_DATA_DIR (or --data-dir) to the data folder, or give data.train_files as paths",
+            )
+        out.append(p)
+    return out
+
+
+def check_batch_semantics(cfg: RunConfig, corpus: Corpus) -> None:
+    """Refuse settings that would silently change what the loss computes."""
+    if cfg.train.batch_size < 2 and loss_traits(cfg.loss.name).in_batch_negatives:
+        raise CsrlError(
+            f"train.batch_size=1 with loss {cfg.loss.name!r}: an in-batch-negative loss needs at least 2 sentences",
+            hint="use train.batch_size >= 2 (SimCSE: 64)",
+        )
+    if len(corpus.fields) not in (1, 2, 3):
+        raise CsrlError(
+            f"the corpus yields {len(corpus.fields)} fields {corpus.fields}; expected 1 (sentence), "
+            "2 (anchor, positive) or 3 (anchor, positive, hard negative)",
+            hint="choose columns with data.columns=[sent0,sent1,hard_neg]",
+        )
+
+
+class _Prefix:
+    """The first ``n`` records of a corpus (for ``data.max_sentences``)."""
+
+    def __init__(self, corpus: Corpus, n: int) -> None:
+        self.corpus, self.n = corpus, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, i: int) -> tuple[str, ...]:
+        return self.corpus.get(i)
+
+
+@dataclass
+class TrainingData:
+    """The corpus and this rank's sampler. ``n_views``: views per record in the forward (2 for single sentences:
+    two dropout views of each)."""
+
+    corpus: Corpus
+    sampler: EpochSampler
+    n_records: int
+    warned_duplicates: bool = False
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.corpus.fields)
+
+    @property
+    def n_views(self) -> int:
+        return max(self.n_fields, 2)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        if isinstance(self.sampler, NoDuplicatesSampler):
+            return self.sampler.steps_in_epoch(epoch)
+        return self.sampler.steps_per_epoch
+
+    def records(self, epoch: int, position: int, *, step: int) -> list[tuple[str, ...]]:
+        """This rank's records of batch ``position`` of ``epoch``; warns once about duplicate sentences."""
+        records = self.corpus.get_many(self.sampler.batch(epoch, position))
+        if self.n_fields == 1 and not self.warned_duplicates and find_duplicates_in_batch([r[0] for r in records]):
+            self.warned_duplicates = True
+            warnings.warn(
+                f"step {step}: the batch holds duplicate sentences; each duplicate is a false negative "
+                "for in-batch-negative losses (set data.no_duplicates=true to keep them apart)",
+                stacklevel=1,
+            )
+        return records
+
+    def features(self, records: list[tuple[str, ...]], encoder: Encoder, max_length: int) -> dict[str, Tensor]:
+        """Tokenised views, view-major: all anchors, then all positives (then hard negatives)."""
+        if self.n_fields == 1:
+            texts = [r[0] for r in records]
+            flat = texts + texts  # two dropout views of each sentence, one forward
+        else:
+            flat = [r[v] for v in range(self.n_fields) for r in records]
+        features = encoder.tokenize(flat, max_length=max_length)
+        return {k: v.to(encoder.device) for k, v in features.items()}
+
+
+def open_training_data(cfg: RunConfig, data_dir: Path | None, *, rank: int, world_size: int) -> TrainingData:
+    """Open the corpus and build this rank's sampler (checks the input before any model is loaded)."""
+    corpus = open_corpus(resolve_train_files(cfg, data_dir), fmt=cfg.data.format, columns=cfg.data.columns)  # type: ignore[arg-type]
+    n_records = min(len(corpus), cfg.data.max_sentences or len(corpus))
+    check_batch_semantics(cfg, corpus)
+    t = cfg.train
+    if t.batch_size % world_size:
+        raise CsrlError(f"train.batch_size={t.batch_size} is not divisible by the {world_size} processes")
+    local_bs = t.batch_size // world_size
+    grouping: dict[str, Any] = {}
+    if cfg.data.group_by_length > 1:
+        grouping = {"lengths": corpus.record_bytes()[:n_records], "group_batches": cfg.data.group_by_length}
+    sampler: EpochSampler
+    if cfg.data.no_duplicates:
+        keys = record_keys(_Prefix(corpus, n_records))
+        sampler = NoDuplicatesSampler(keys, local_bs, t.seed, rank=rank, world_size=world_size, **grouping)
+    else:
+        sampler = EpochSampler(n_records, local_bs, t.seed, rank=rank, world_size=world_size, **grouping)
+    return TrainingData(corpus, sampler, n_records)
+
+
+__all__ = ["TrainingData", "check_batch_semantics", "open_training_data", "resolve_train_files"]
