@@ -46,8 +46,11 @@ def main() -> int:
             res = out / "results" / "sts_test.json"
             if not res.exists():
                 t0 = time.perf_counter()
-                argv = ["train", str(recipe), "--no-before", "--output-dir", str(out)]
-                argv += ["--set", f"train.seed={seed}", "--set", "train.progress=false", *sets, *common]
+                if (out / "config.json").exists():  # an interrupted cell: continue it (a run owns its folder)
+                    argv = ["train", "--resume", str(out), "--no-before", *common]
+                else:
+                    argv = ["train", str(recipe), "--no-before", "--output-dir", str(out)]
+                    argv += ["--set", f"train.seed={seed}", "--set", "train.progress=false", *sets, *common]
                 code = csrl(argv)
                 if code != 0:
                     print(f"{recipe.stem} seed {seed}: exit {code}", file=sys.stderr)

@@ -65,7 +65,7 @@ CASES: list[Case] = [
     ("JSONL missing key", lambda m, d, t: _train_file(m, t, _corpus(t, "c.jsonl", b'{"text": "ok"}\n{"txt": "no"}\n'), "data.columns=[text]"),
      ("c.jsonl", "line 2", "text")),
     ("unknown loss", lambda m, d, t: _train(m, t, "loss.name=simclr"), ("unknown loss 'simclr'", "infonce")),
-    ("unknown pooler", lambda m, d, t: _train(m, t, "model.pooler=max"), ("unknown pooler 'max'", "cls_before_pooler")),
+    ("unknown pooler", lambda m, d, t: _train(m, t, "model.pooler=maxx"), ("unknown pooler 'maxx'", "cls_before_pooler")),
     ("unknown config key", lambda m, d, t: _train(m, t, "train.learning_rate=1"), ("unknown config key", "lr,")),
     ("wrong value type", lambda m, d, t: _train(m, t, "train.batch_size=many"), ("train.batch_size", "integer")),
     ("temperature out of range", lambda m, d, t: _train(m, t, "loss.temperature=-0.1"), ("temperature",)),

@@ -232,3 +232,90 @@ def test_corpus_record_bytes_are_the_lines_byte_lengths(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open_corpus(path) as corpus:
         assert corpus.record_bytes().tolist() == [len(x.encode("utf-8")) for x in lines]
+
+
+# ---- no endless loops: a plan that cannot fill a batch fails at once; a skewed corpus plans in linear time
+
+
+def _list_rescan_plan(keys: list[tuple[int, ...]], order: list[int], g: int) -> list[list[int]]:
+    """The greedy plan written as a plain rescan of the deferred list (the documented rule, quadratic)."""
+    batches: list[list[int]] = []
+    deferred: list[int] = []
+    current: list[int] = []
+    seen: set[int] = set()
+
+    def offer(i: int) -> None:
+        if any(k in seen for k in keys[i]):
+            deferred.append(i)
+        else:
+            current.append(i)
+            seen.update(keys[i])
+
+    for i in order:
+        offer(i)
+        while len(current) == g:
+            batches.append(current.copy())
+            current.clear()
+            seen.clear()
+            waiting = deferred.copy()
+            deferred.clear()
+            for j, d in enumerate(waiting):
+                if len(current) == g:
+                    deferred.extend(waiting[j:])
+                    break
+                offer(d)
+    return batches
+
+
+@pytest.mark.parametrize("width", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_duplicates_plan_equals_the_list_rescan(width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 40 * width**2, size=(500, width))
+    keys[:150, 0] = 3  # one text dominates: many records wait in the deferred queues
+    s = NoDuplicatesSampler(keys, 6, seed=seed, world_size=2)
+    for epoch in (0, 1):
+        as_tuples = [tuple(r) for r in keys.tolist()]
+        expected = _list_rescan_plan(as_tuples, s.order(epoch).tolist(), 12)
+        assert [b.tolist() for b in s.plan(epoch)] == expected
+        assert len(expected) >= 5
+
+
+def test_no_duplicates_with_too_few_distinct_texts_fails_fast(tmp_path: Path) -> None:
+    p = tmp_path / "three.txt"
+    p.write_text("".join(f"{t}\n" for t in ["a red cat", "a blue dog", "a green bird"] * 100))
+    keys = record_keys(open_corpus(p))
+    with pytest.raises(CsrlError, match=r"batch of 8 records whose texts all differ.*300 records hold only 3 distinct"):
+        NoDuplicatesSampler(keys, 8, seed=0)
+    with pytest.raises(CsrlError, match="only 3 distinct"):  # 2 x 2 per rank: a global batch of 4
+        NoDuplicatesSampler(keys, 2, seed=0, world_size=2)
+    assert len(list(NoDuplicatesSampler(keys, 3, seed=0))) == 100  # 3 distinct texts fill batches of 3
+
+
+def test_no_duplicates_plans_a_skewed_corpus_in_linear_time() -> None:
+    import time
+
+    keys = np.arange(200_000, dtype=np.int64)
+    keys[:100_000] = 7  # half the corpus is one text: a rescan of the deferred list is ~10^9 steps
+    t0 = time.perf_counter()
+    s = NoDuplicatesSampler(keys, 64, seed=0)
+    assert time.perf_counter() - t0 < 10
+    batches = s.plan(0)
+    assert len(batches) == 100_001 // 63  # every batch: 63 distinct texts and one copy of the repeated one
+    assert all(int((keys[b] == 7).sum()) == 1 for b in batches)
+
+
+def test_training_with_too_few_distinct_texts_fails_before_loading_the_model(tmp_path: Path) -> None:
+    from csrl.train.config import load_config
+    from csrl.train.loop import train
+
+    p = tmp_path / "three.txt"
+    p.write_text("".join(f"{t}\n" for t in ["a red cat", "a blue dog", "a green bird"] * 100))
+    cfg = load_config(
+        None,
+        [f"model.model={tmp_path / 'no-model-needed'}", f"data.train_files=[{p}]", f"output_dir={tmp_path / 'run'}",
+         "train.batch_size=8", "data.no_duplicates=true", "train.final_eval=false", "train.progress=false"],
+    )  # fmt: skip
+    with pytest.raises(CsrlError, match="only 3 distinct text"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrl.cli.report_cmds import add_parsers
+from csrl.cli.report_cmds import add_parsers, cmd_dynamics
 from csrl.errors import CsrlError
 from csrl.report.dynamics import band, dynamics_figures, plot_run, read_metrics, series
 
@@ -92,6 +92,8 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parser.parse_args(["dynamics", str(tmp_path / "run"), "--out", str(tmp_path / "figs")])
     assert args.func(args) == 0
     assert len(list((tmp_path / "figs").glob("*.png"))) == 4
-    args = parser.parse_args(["dynamics", str(tmp_path / "nope")])
-    with pytest.raises(CsrlError, match="does not exist"):
-        args.func(args)
+    with pytest.raises(SystemExit):  # a missing run folder is refused by the option's type (exit 2) ...
+        parser.parse_args(["dynamics", str(tmp_path / "nope")])
+    assert "run folder not found" in capsys.readouterr().err
+    with pytest.raises(CsrlError, match="does not exist"):  # ... and by the command itself
+        cmd_dynamics(argparse.Namespace(run_dir=str(tmp_path / "nope"), out=None))

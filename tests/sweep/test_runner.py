@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ from csrl.sweep.grid import SweepSettings, load_sweep
 from csrl.sweep.runner import prepare_cell, run_cell, run_sweep
 from csrl.train.callbacks import StepInfo
 from csrl.train.loop import train
+from csrl.train.run_lock import LOCK_FILE, acquire_lock, read_holder
 
 
 # ----------------------------------------------------------------------------- running
@@ -106,3 +112,108 @@ def test_crashes_are_retried_user_errors_are_not(tmp_path: Path) -> None:
                                    base={"train": {"batch_size": 16, "max_steps": 3}}))  # fmt: skip
     with pytest.raises(CsrlError, match=r"another config \(changed: train.batch_size"):
         prepare_cell(other.cells[0])
+
+
+# ----------------------------------------------------------------------------- locks and orphans
+def test_a_sweep_folder_takes_one_sweep_at_a_time(tmp_path: Path) -> None:
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"train.seed": [1]}, sweep={"final_tasks": "none"}))
+    with acquire_lock(sweep.output_dir, command="csrl sweep first.yaml"), pytest.raises(
+        CsrlError, match=r"is in use by another sweep: pid \d+ .*\(csrl sweep first.yaml\)"
+    ):
+        run_sweep(sweep, python=["/bin/false"], log=lambda s: None)
+    assert not (sweep.cells[0].dir / "cell.json").exists()  # nothing was started
+
+
+def test_a_cell_still_trained_by_a_live_process_is_named_not_run(tmp_path: Path) -> None:
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"train.seed": [1]}, sweep={"final_tasks": "none"}))
+    cell = sweep.cells[0]
+    code = (f"from csrl.train.run_lock import acquire_lock\nimport time\nacquire_lock({str(cell.dir)!r}, "
+            "command='csrl train orphan')\nprint('locked', flush=True)\ntime.sleep(120)\n")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        logs: list[str] = []
+        assert run_cell(cell, SweepSettings(), python=["/bin/false"], log=logs.append) == "failed"
+        assert any(f"still being trained by pid {holder.pid}" in m and "csrl train orphan" in m for m in logs), logs
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cell(cell, SweepSettings(max_retries=0), python=["/bin/true"], log=lambda s: None) == "done"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_killed_sweep_takes_its_training_child_with_it(
+    tiny_model_dir: Path, fake_data_dir: Path, tmp_path: Path
+) -> None:
+    corpus = fake_data_dir / "train" / "wiki" / "wiki1m_for_simcse.head.txt"
+    base = {"model": {"model": str(tiny_model_dir), "pooler": "cls"},
+            "data": {"train_files": [str(corpus)], "max_length": 16},
+            "train": {"batch_size": 8, "max_steps": 30, "eval_every": 0, "checkpoint_every": 5, "lr": 1e-3,
+                      "progress": False, "precision": "fp32"}}  # fmt: skip
+    path = write_sweep(tmp_path / "s.yaml", {"train.seed": [1]}, base=base, sweep={"final_tasks": "none"})
+    cell = load_sweep(path).cells[0]
+    argv = [sys.executable, "-m", "csrl", "sweep", str(path), "--data-dir", str(fake_data_dir), "--threads", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    sweep = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child, deadline = None, time.time() + 120
+    while time.time() < deadline and sweep.poll() is None:
+        holder = read_holder(cell.dir)
+        if holder is not None and holder.pid != sweep.pid and (cell.dir / "metrics.jsonl").exists():
+            child = holder.pid
+            break
+        time.sleep(0.02)
+    assert child is not None, "the cell never started training"
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child), f"training child {child} outlived its killed sweep"
+    assert "csrl: terminated (SIGTERM)" in (cell.dir / "train.log").read_text()  # the death signal, not the end
+    assert not (cell.dir / LOCK_FILE).exists()  # the child unwound and released its lock
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"taking over the stale lock of pid {sweep.pid}" in again.stdout  # the sweep's own lock
+    assert cell_state(cell.dir) == "done"
+    steps = [json.loads(x)["step"] for x in (cell.dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))
+
+
+def test_an_interrupted_sweep_stops_every_running_cell(tmp_path: Path) -> None:
+    """SIGTERM to a sweep running 2 cells at a time: both children are stopped, the third never starts."""
+    path = write_sweep(tmp_path / "s.yaml", {"train.seed": [1, 2, 3]}, sweep={"final_tasks": "none"})
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    child = tmp_path / "child.sh"
+    child.write_text(f'#!/bin/sh\necho $$ > "{pids}/$$"\nexec sleep 60\n')
+    code = (
+        "import signal, sys\n"
+        "from csrl.cli.main import Terminated\n"
+        "def on_term(*args): raise Terminated\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "from csrl.sweep import load_sweep, run_sweep\n"
+        "try:\n"
+        f"    run_sweep(load_sweep({str(path)!r}), python=['sh', {str(child)!r}], jobs=2, log=print)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(143)\n"
+    )
+    sweep = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(pids.iterdir())) < 2 and sweep.poll() is None:
+        time.sleep(0.02)
+    started = [int(p.name) for p in pids.iterdir()]
+    assert len(started) == 2, sweep.communicate()[0]
+    sweep.send_signal(signal.SIGTERM)
+    out = sweep.communicate(timeout=30)[0].decode()
+    assert sweep.returncode == 143, out
+    assert not any(_alive(pid) for pid in started), out
+    assert sorted(p.name for p in pids.iterdir()) == sorted(map(str, started))  # no third cell, no retry
+    assert not (tmp_path / "out" / LOCK_FILE).exists()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -117,8 +118,10 @@ def test_factory_reads_probe_and_pairs(tiny_model_dir: Path, fake_data_dir: Path
     assert len(pairs[0]) == sum(g > 4 for g in gold)
     assert positive_pairs(tmp_path / "nowhere") is None
 
-    bad = _cfg(tiny_model_dir, corpus, tmp_path, "train.dynamics_every=3", "train.log_every=2")
-    with pytest.raises(CsrlError, match="multiple of train.log_every"):
+    with pytest.raises(CsrlError, match="multiple of train.log_every"):  # refused with the config, before any model
+        _cfg(tiny_model_dir, corpus, tmp_path, "train.dynamics_every=3", "train.log_every=2")
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dynamics_every=3, log_every=2))
+    with pytest.raises(CsrlError, match="multiple of train.log_every"):  # and by the factory, for built configs
         make_dynamics_callback(bad, enc, fake_data_dir)
     with pytest.raises(CsrlError):
         make_dynamics_callback(cfg, enc, tmp_path / "nowhere")

@@ -24,7 +24,7 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def no_dropout_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import save_tiny_bert
+    from tiny_bert import save_tiny_bert
 
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
 

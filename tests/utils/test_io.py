@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -10,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrl.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, strict_json
+from csrl.errors import CsrlError
+from csrl.utils.io import (
+    DiskFullError,
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    strict_json,
+)
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -152,3 +162,82 @@ def test_strict_json_makes_non_finite_and_numpy_values_strict() -> None:
     assert type(got["tuple"][1]) is int and type(got["tuple"][0]) is float and type(got["tuple"][3]) is bool
     json.dumps(got, allow_nan=False)  # strict JSON: would raise ValueError on a NaN left behind
     assert obj["nan"] != obj["nan"] and isinstance(obj["tuple"], tuple)  # the input is not changed
+
+
+def _enospc(*args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_in_a_file_write_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "config.json"
+    atomic_write_json(target, {"step": 1})
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(DiskFullError) as err:
+        atomic_write_bytes(target, b"x" * 3_000_000)
+    monkeypatch.undo()
+    free_mb = shutil.disk_usage(tmp_path).free / 1e6
+    msg = err.value.message
+    assert msg.startswith(f"no space left on {target}: needed about 3.0 MB, ") and msg.endswith("MB free"), msg
+    assert abs(float(msg.split(", ")[-1].split()[0]) - free_mb) < max(0.05 * free_mb, 50)  # the real free space
+    assert isinstance(err.value, CsrlError) and err.value.exit_code == 2 and err.value.hint
+    assert json.loads(target.read_text()) == {"step": 1}
+    assert _leftovers(tmp_path) == []
+
+
+def test_quota_exceeded_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def quota(*args: object) -> None:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "replace", quota)
+    with pytest.raises(DiskFullError, match="quota exceeded on"):
+        atomic_write_text(tmp_path / "a.txt", "x")
+    monkeypatch.undo()
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "a.txt").exists()
+
+
+def test_other_os_errors_stay_what_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def eio(*args: object) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", eio)
+    with pytest.raises(OSError, match="I/O error") as err:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    assert not isinstance(err.value, CsrlError)
+
+
+def test_full_disk_in_a_directory_keeps_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as tmp:
+        (tmp / "keep.txt").write_text("old")
+    with pytest.raises(DiskFullError) as err, atomic_dir(target, expected_bytes=5_000_000) as tmp:
+        (tmp / "part.bin").write_bytes(b"x" * 1000)
+        _enospc()
+    assert err.value.message.startswith(f"no space left on {target}: needed about 5.0 MB")
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(DiskFullError, match=r"needed more than 0.0 MB"), atomic_dir(tmp_path / "new"):
+        _enospc()  # without a size hint, only what was written is known
+    assert not (tmp_path / "new").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("after", [1, 2], ids=["between the renames", "after both"])
+def test_atomic_dir_interrupted_during_the_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """A signal raised as an exception right after a rename: the target is the old or the new, never absent."""
+    target = tmp_path / "best"
+    target.mkdir()
+    (target / "v.txt").write_text("old")
+    real_rename = os.rename
+    calls = []
+
+    def rename_then_signal(src: str, dst: str) -> None:
+        real_rename(src, dst)
+        calls.append(dst)
+        if len(calls) == after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", rename_then_signal)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "v.txt").write_text("new")
+    monkeypatch.undo()
+    assert (target / "v.txt").read_text() == ("old" if after == 1 else "new")
+    assert _leftovers(tmp_path) == []

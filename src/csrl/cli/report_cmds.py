@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from csrl.cli import options as opt
 from csrl.cli.common import data_dir_from
 from csrl.errors import CsrlError
 
@@ -70,23 +71,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """Add ``dynamics``, ``sweep`` and ``report`` to the ``csrl`` subparsers."""
     d = sub.add_parser("dynamics", help="learning-dynamics figures from a run's metrics.jsonl")
-    d.add_argument("run_dir", help="a run folder (csrl train output_dir)")
-    d.add_argument("--out", help="output folder (default: RUN_DIR/dynamics)")
+    d.add_argument("run_dir", type=opt.run_dir, help="a run folder (csrl train output_dir)")
+    d.add_argument("--out", type=opt.output_dir, help="output folder (default: RUN_DIR/dynamics)")
     d.set_defaults(func=cmd_dynamics)
 
     s = sub.add_parser("sweep", help="run a grid of training runs (resumable) and compare them")
-    s.add_argument("config", help="sweep YAML (see configs/sweeps/)")
+    s.add_argument("config", type=opt.existing_file.named("sweep file"), help="sweep YAML (see configs/sweeps/)")
     s.add_argument("--collect-only", action="store_true", help="re-collect tables and plots without running")
     s.add_argument("--dry-run", action="store_true", help="expand and validate the grid, list the cells, stop")
-    s.add_argument("--jobs", type=int, default=None, help="cells at once (default: the sweep's setting, 1)")
-    s.add_argument("--output-dir", help="sweep folder (overrides output_dir)")
-    s.add_argument("--data-dir", help="data folder (default: $CSRL_DATA_DIR or ~/.cache/csrl/data)")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads per cell")
+    s.add_argument(
+        "--jobs", type=opt.IntOption(1, 1024), default=None, help="cells at once (default: the sweep's setting, 1)"
+    )
+    s.add_argument("--output-dir", type=opt.output_dir, help="sweep folder (overrides output_dir)")
+    s.add_argument("--data-dir", type=opt.data_dir, help="data folder (default: $CSRL_DATA_DIR or ~/.cache/csrl/data)")
+    s.add_argument("--threads", type=opt.threads, default=None, help="torch CPU threads per cell")
     s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="one self-contained HTML page for a run or a sweep folder")
-    r.add_argument("path", help="a run folder or a sweep folder")
-    r.add_argument("--out", "-o", help="output file (default: PATH/report.html)")
+    r.add_argument("path", type=opt.existing_dir.named("run or sweep folder"), help="a run folder or a sweep folder")
+    r.add_argument("--out", "-o", type=opt.output_file, help="output file (default: PATH/report.html)")
     r.set_defaults(func=cmd_report)
 
 

@@ -25,6 +25,12 @@ parsers (bounded by them: about 250k rows/s for 3-column CSV, 700k rows/s for JS
 re-checks that the file did not change.
 
 * UTF-8 validity of every byte: error naming the byte offset and line (suggests ``iconv``).
+* One record per ``\\n`` line, exactly: a ``\\r`` before the ``\\n`` (CRLF files) is dropped silently, but any
+  other line break inside a line (a lone ``\\r``, ``\\v``, ``\\f``, U+001C-U+001E, U+0085, U+2028, U+2029,
+  all of which ``str.splitlines`` splits on) is an error naming file, line, column and character, so a
+  record never means two different things to csrl and to other tools. This holds in every format (CSV
+  quoted fields may still hold ``\\n`` and ``\\r\\n``; a JSON escape such as ``\\u2028`` is content, not a
+  break). The same rule reads ``csrl encode``/``csrl analyze`` sentence files (:func:`read_lines`).
 * Blank or whitespace-only (ASCII) lines are skipped, and reported as a ``"blank"`` issue. A final
   newline is normal and not a blank line; a last line without a newline is a normal record.
 * A file without records: error ("corpus is empty").
@@ -53,13 +59,13 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from csrl.errors import CsrlError
 
-__all__ = ["Corpus", "CorpusIssue", "CorpusWarning", "Format", "open_corpus"]
+__all__ = ["Corpus", "CorpusIssue", "CorpusLike", "CorpusWarning", "Format", "open_corpus", "read_lines"]
 
 Format = Literal["auto", "text", "csv", "tsv", "jsonl"]
 
@@ -75,6 +81,49 @@ _ICONV_HINT = (
     "the corpus must be UTF-8: convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT` (use the real source "
     "encoding), or drop the bad bytes with `iconv -c -f utf-8 -t utf-8 IN > OUT`"
 )
+
+
+# Line breaks of ``str.splitlines`` other than "\n"; refused inside a line (a CRLF's "\r" excepted).
+_ODD_BREAKS = {
+    "\r": "CARRIAGE RETURN", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED", "\x1c": "FILE SEPARATOR",
+    "\x1d": "GROUP SEPARATOR", "\x1e": "RECORD SEPARATOR", "\x85": "NEXT LINE", "\u2028": "LINE SEPARATOR",
+    "\u2029": "PARAGRAPH SEPARATOR",
+}  # fmt: skip
+
+
+def _odd_break(hay: str | bytes, end: int, *, eof: bool) -> int | None:
+    """Index of the first line break in ``hay[:end]`` other than ``\\n`` and the ``\\r`` of a ``\\r\\n`` (or a
+    ``\\r`` ending the file, with ``eof``); None when there is none. ``hay``: decoded text, or ASCII bytes.
+
+    ``find``/``count`` scan in C (a few ms per 16 MB chunk); the lone-``\\r`` search only runs when the
+    numbers of ``\\r`` and ``\\r\\n`` differ."""
+    h: Any = hay
+    text = isinstance(hay, str)
+    needles = [c if text else c.encode("ascii") for c in _ODD_BREAKS if c != "\r" and (text or c.isascii())]
+    found = [k for k in (h.find(c, 0, end) for c in needles) if k >= 0]
+    cr, lf, crlf = ("\r", "\n", "\r\n") if text else (b"\r", b"\n", b"\r\n")
+    n_cr = h.count(cr, 0, end)
+    if n_cr and n_cr != h.count(crlf, 0, end) + (eof and end > 0 and h[end - 1 : end] == cr):
+        k = h.find(cr, 0, end)
+        while k >= 0 and (h[k + 1 : k + 2] == lf or (eof and k == end - 1)):
+            k = h.find(cr, k + 1, end)
+        if k >= 0:
+            found.append(k)
+    return min(found) if found else None
+
+
+def _odd_break_error(path: Path, line: int, column: int, char: str) -> CsrlError:
+    name = _ODD_BREAKS[char]
+    if char == "\r":
+        hint = "a \\r without \\n (old Mac line ends?): convert them, e.g. `tr '\\r' '\\n' < IN > OUT`, or remove it"
+    else:
+        escaped = "".join(f"\\x{b:02x}" for b in char.encode("utf-8"))
+        hint = f"replace it with a space, e.g. `sed -i 's/{escaped}/ /g' {path}` (GNU sed)"
+    return CsrlError(
+        f"{path}:{line}: contains U+{ord(char):04X} ({name}) at column {column}; csrl reads one record per "
+        "\\n-terminated line, and tools that split lines like Python's str.splitlines would cut this one there",
+        hint=hint,
+    )
 
 
 class CorpusWarning(UserWarning):
@@ -160,9 +209,10 @@ def _scan(path: Path, *, quoted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarr
                 pending = buf
                 continue
             cut = len(buf) if eof else int(nl[-1]) + 1  # never split a UTF-8 sequence
-            if not buf.isascii():  # fast path: pure ASCII needs no decoding
+            text = None  # fast path: pure ASCII needs no decoding
+            if not buf.isascii():
                 try:
-                    codecs.utf_8_decode(memoryview(buf)[:cut], "strict", True)
+                    text = codecs.utf_8_decode(memoryview(buf)[:cut], "strict", True)[0]
                 except UnicodeDecodeError as e:
                     line = lines_before + int(np.searchsorted(nl, e.start)) + 1
                     raise CsrlError(
@@ -170,6 +220,11 @@ def _scan(path: Path, *, quoted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarr
                         f"is not valid UTF-8 ({e.reason})",
                         hint=_ICONV_HINT,
                     ) from None
+            odd = _odd_break(buf, cut, eof=eof) if text is None else _odd_break(text, len(text), eof=eof)
+            if odd is not None:
+                text = buf[:cut].decode("ascii") if text is None else text
+                line = lines_before + int(np.searchsorted(nl, len(text[:odd].encode("utf-8")))) + 1
+                raise _odd_break_error(path, line, odd - text.rfind("\n", 0, odd), text[odd])
             nl = nl.astype(np.int64) + pos
             if quoted:
                 quotes = np.flatnonzero(arr[:cut] == _QUOTE) + pos
@@ -493,8 +548,51 @@ def open_corpus(
     return Corpus(files, fields=fields, max_chars=max_chars, issues=tuple(issues))
 
 
+def read_lines(path: Path | str, *, what: str = "text file") -> list[str]:
+    """The lines of a small UTF-8 text file under the corpus rule: split on ``\\n`` only, a CRLF's ``\\r`` and
+    a leading byte-order mark dropped, a final newline ending the last line (not starting an empty one).
+
+    Blank lines are kept (callers decide); other line breaks inside a line, a file that is missing or not
+    UTF-8 raise :class:`CsrlError` naming the file and line. ``what`` names the file in messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CsrlError(f"{what} {path} not found", hint="pass a UTF-8 text file with one sentence per line")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise CsrlError(
+            f"{path}:{line}: byte offset {e.start} (byte 0x{data[e.start]:02x}) is not UTF-8 ({e.reason})",
+            hint=_ICONV_HINT.replace("the corpus", "the file"),
+        ) from None
+    odd = _odd_break(text, len(text), eof=True)
+    if odd is not None:
+        raise _odd_break_error(path, text.count("\n", 0, odd) + 1, odd - text.rfind("\n", 0, odd), text[odd])
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline (or an empty file)
+    return [line.removesuffix("\r") for line in lines]
+
+
 # --------------------------------------------------------------------------------------------------
 # the corpus
+
+
+class CorpusLike(Protocol):
+    """What training reads from a corpus: :class:`Corpus` (indexed text, CSV, TSV, JSONL files) and
+    :class:`csrl.data.hf.DatasetCorpus` (Parquet files, Hugging Face datasets) both provide it."""
+
+    fields: tuple[str, ...]  # the names of the fields of each record
+
+    def __len__(self) -> int: ...
+
+    def get(self, i: int) -> tuple[str, ...]: ...
+
+    def get_many(self, indices: Sequence[int] | np.ndarray) -> list[tuple[str, ...]]: ...
+
+    def record_bytes(self) -> np.ndarray: ...
 
 
 class Corpus:

@@ -26,8 +26,10 @@ The leftover partial batch stays last.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -216,8 +218,9 @@ class NoDuplicatesSampler(EpochSampler):
     or only duplicates of each other) are dropped, so ``drop_last`` must be ``True``.
     ``steps_per_epoch`` is an upper bound (``n // global_batch_size``); an epoch with many duplicates
     can have fewer batches. Planning an epoch is a Python loop over ``n`` records (1-2 s per
-    million; more when many records are duplicates, as deferred records are retried at every batch);
-    the plan of the current epoch is cached.
+    million, duplicates or not: see :meth:`plan`); the plan of the current epoch is cached. Epoch 0 is
+    planned on construction, so a corpus that cannot fill a single duplicate-free batch (fewer distinct
+    texts than the global batch size) raises :class:`CsrlError` at once instead of never yielding.
     """
 
     def __init__(
@@ -244,6 +247,7 @@ class NoDuplicatesSampler(EpochSampler):
         )  # fmt: skip
         self._keys = keys
         self._plan: tuple[int, list[np.ndarray]] | None = None
+        self.plan(0)  # fails now, with the numbers, if no batch can be made
 
     def _record_keys(self, i: int) -> tuple[Hashable, ...]:
         k = self._keys[i]
@@ -254,38 +258,72 @@ class NoDuplicatesSampler(EpochSampler):
         return tuple(k)
 
     def plan(self, epoch: int) -> list[np.ndarray]:
-        """Every global batch of ``epoch``, in order."""
+        """Every global batch of ``epoch``, in order; :class:`CsrlError` when not even one can be made.
+
+        Deferred records wait in queues, one per key tuple, and a heap orders the queues by their oldest
+        record. Retrying the deferred records at the start of a batch in deferral order only ever accepts
+        the oldest record of a queue (the others share its keys, now in the batch), so the retry visits
+        each queue's head once: ``O(batch * log(queues))`` per batch, where a list rescan would cost
+        ``O(deferred)`` and grow quadratic in a corpus dominated by one repeated text.
+        Termination: every record is offered once from the permutation; each retry pops every heap
+        entry at most once before the entries it set aside are pushed back; each batch emitted removes
+        ``global_batch_size`` records for good.
+        """
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
         g = self.global_batch_size
         batches: list[np.ndarray] = []
-        deferred: list[int] = []
         current: list[int] = []
         seen: set[Hashable] = set()
+        queues: dict[tuple[Hashable, ...], deque[tuple[int, int]]] = {}  # keys -> (deferral number, record)
+        heads: list[tuple[int, tuple[Hashable, ...]]] = []  # (deferral number of a queue's oldest record, keys)
+        deferrals = itertools.count()
 
-        def offer(i: int) -> None:
-            ks = self._record_keys(i)
-            if any(k in seen for k in ks):
-                deferred.append(i)
-            else:
-                current.append(i)
-                seen.update(ks)
+        def retry_deferred() -> None:  # in deferral order, until the batch is full
+            aside = []
+            while heads and len(current) < g:
+                _, ks = heapq.heappop(heads)
+                q = queues[ks]
+                if seen.isdisjoint(ks):
+                    current.append(q.popleft()[1])
+                    seen.update(ks)
+                if q:
+                    aside.append((q[0][0], ks))
+                else:
+                    del queues[ks]
+            for item in aside:
+                heapq.heappush(heads, item)
 
         for i in self.order(epoch).tolist():
-            offer(i)
+            ks = self._record_keys(i)
+            if seen.isdisjoint(ks):
+                current.append(i)
+                seen.update(ks)
+            else:  # deferred: wait in the queue of its keys
+                number, q = next(deferrals), queues.get(ks)
+                if q is None:
+                    q = queues[ks] = deque()
+                    heapq.heappush(heads, (number, ks))
+                q.append((number, i))
             while len(current) == g:  # emit, then start the next batch with the deferred records
                 batches.append(np.asarray(current, dtype=np.int64))
                 current.clear()
                 seen.clear()
-                waiting = deferred.copy()
-                deferred.clear()
-                for j, d in enumerate(waiting):
-                    if len(current) == g:
-                        deferred.extend(waiting[j:])
-                        break
-                    offer(d)
+                retry_deferred()
+        if not batches:
+            raise self._no_batch(epoch)
         self._plan = (epoch, batches)
         return batches
+
+    def _no_batch(self, epoch: int) -> CsrlError:
+        distinct = len({k for i in range(self.n) for k in self._record_keys(i)})
+        return CsrlError(
+            f"no duplicates: epoch {epoch} cannot fill a single batch of {self.global_batch_size} records whose "
+            f"texts all differ (batch_size={self.batch_size} x world_size={self.world_size}); the {self.n} "
+            f"records hold only {distinct} distinct text(s)",
+            hint="use a smaller batch size (with one text per record: at most the number of distinct texts), "
+            "add distinct records, or turn duplicate-free batches off (data.no_duplicates=false)",
+        )
 
     def steps_in_epoch(self, epoch: int) -> int:
         """Exact number of batches of ``epoch`` (plans the epoch)."""

@@ -13,7 +13,7 @@ Exact rules of the SentEval fork that SimCSE evaluates with:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +201,49 @@ def load_sts_task(name: str, data_dir: Path | None = None, *, split: str = "test
     else:
         pairs = _load_columns(path, (3, 1, 2), header=True)
     return STSTask(task, (STSPairs(split, pairs.sentences1, pairs.sentences2, pairs.scores),))
+
+
+def _task_files(root: Path, need: str) -> list[Path]:
+    """The files ``need`` (``task[:split]``) reads; a folder of STS12-16 without inputs gives its input pattern."""
+    name, _, split = need.partition(":")
+    task = canonical_task(name)
+    folder = root / _FOLDERS[task]
+    if task in _SPLIT_FILES:
+        split = split or "test"
+        if split not in _SPLIT_FILES[task]:
+            raise CsrlError(f"unknown split {split!r} for {task}", hint="valid splits: train, dev, test")
+        return [folder / _SPLIT_FILES[task][split]]
+    inputs = sorted(folder.glob("STS.input.*.txt")) if folder.is_dir() else []
+    gold = [folder / inp.name.replace("STS.input.", "STS.gs.", 1) for inp in inputs]
+    return [*inputs, *gold] if inputs else [folder / "STS.input.*.txt"]
+
+
+def check_sts_files(data_dir: Path | None, needs: Iterable[str]) -> None:
+    """Check that the files a job will read exist, by stat only (fast), so a missing one fails before any model
+    loads or any step runs, rather than at the first evaluation.
+
+    ``needs``: task names or aliases (``STS12`` ... ``SICKRelatedness``, ``stsb``), each with an optional split
+    (``"stsb:dev"``; default ``test``), and ``"analysis"`` (paper A's analysis sentences: the raw STS-B test
+    file, or SentEval's copy). Raises the loaders' missing-data error, naming the missing files.
+    """
+    needs = set(needs)
+    if not needs:
+        return
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if not root.is_dir():
+        raise missing_data_error(root, "data folder")
+    missing: list[Path] = []
+    for need in sorted(needs):
+        if need == "analysis":
+            raw = root / "sts" / "stsb" / "raw" / "sts-test.csv"
+            if not raw.is_file() and not (root / _FOLDERS["STSBenchmark"] / "sts-test.csv").is_file():
+                missing.append(raw)
+            continue
+        missing += [f for f in _task_files(root, need) if not f.is_file()]
+    if missing:
+        shown = ", ".join(map(str, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        first = missing_data_error(missing[0], "STS file")
+        raise CsrlError(f"STS file{'s' if len(missing) > 1 else ''} not found: {shown}", hint=first.hint)
 
 
 def load_sts_suite(data_dir: Path | None = None, tasks: Sequence[str] = STS_TASKS) -> list[STSTask]:

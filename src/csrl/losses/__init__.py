@@ -27,6 +27,7 @@ from csrl.losses import infonce, arccon, triplet, surrogate, cosent  # noqa: E40
 from csrl.losses import alignment_uniformity, barlow, vicreg  # noqa: E402,F401  isort: skip
 from csrl.losses import presets  # noqa: E402,F401  isort: skip
 from csrl.losses.presets import PRESET_LR, PRESET_TRAINING  # noqa: E402  isort: skip
+from csrl.losses._functional import cross_cosine, similarity  # noqa: E402  isort: skip
 
 __all__ = [
     "PRESET_LR",
@@ -35,10 +36,12 @@ __all__ = [
     "LossOutput",
     "LossTraits",
     "build_loss",
+    "cross_cosine",
     "loss_class",
     "loss_names",
     "loss_traits",
     "preset_names",
     "register_loss",
     "register_preset",
+    "similarity",
 ]

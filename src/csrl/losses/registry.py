@@ -124,9 +124,20 @@ def _ensure_loaded() -> None:
     import csrl.losses  # noqa: F401
 
 
+ENTRY_POINT_GROUP = "csrl.losses"
+"""Packages can offer losses under this entry-point group (``name = "pkg.module:LossClass"``)."""
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def loss_names() -> list[str]:
+    """Built-in losses and those offered by installed packages (entry points ``csrl.losses``)."""
     _ensure_loaded()
-    return sorted(_LOSSES)
+    return sorted(set(_LOSSES) | set(_entry_points()))
 
 
 def preset_names() -> list[str]:
@@ -134,14 +145,65 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
+def _check_user_class(name: str, obj: Any) -> type[nn.Module]:
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise CsrlError(
+            f"loss {name!r} is {obj!r}, not an nn.Module class",
+            hint="point at a class whose forward(z1, z2, hard_neg=None) returns csrl.losses.LossOutput",
+        )
+    if issubclass(obj, Loss):
+        missing = [attr for attr in _DECLARED if not hasattr(obj, attr)]
+        if missing:
+            raise CsrlError(f"loss {name!r} ({obj.__name__}) must declare {', '.join(missing)}")
+    return obj
+
+
+def _user_loss(name: str) -> type[nn.Module] | None:
+    """A loss defined outside csrl: ``package.module:ClassName``, or an entry point of group ``csrl.losses``."""
+    import importlib
+
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            raise CsrlError(
+                f"loss {name!r}: cannot import module {exc.name!r}",
+                hint="the module must be importable by csrl's Python (installed, or on PYTHONPATH; sweeps run "
+                "their cells in subprocesses that inherit the environment)",
+            ) from None
+        except AttributeError:
+            raise CsrlError(f"loss {name!r}: module {module!r} has no attribute {attr!r}") from None
+        return _check_user_class(name, obj)
+    ep = _entry_points().get(name)
+    return None if ep is None else _check_user_class(name, ep.load())
+
+
+def register_loss_class(cls: type[nn.Module]) -> str:
+    """Make a user's loss class known under ``module:QualName`` in this process and return that name.
+
+    For a loss object handed to :func:`csrl.api.train_encoder`: a config naming it then validates even
+    when its module cannot be imported again (a notebook, ``__main__``); resuming such a run from the CLI
+    or in a sweep's subprocess needs the class in an importable module.
+    """
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    _LOSSES.setdefault(name, _check_user_class(name, cls))
+    return name
+
+
 def loss_class(name: str) -> type[nn.Module]:
+    """The class of a built-in loss, of ``package.module:ClassName``, or of an installed entry point."""
     _ensure_loaded()
-    if name not in _LOSSES:
+    if name in _LOSSES:
+        return _LOSSES[name]
+    user = _user_loss(name)
+    if user is None:
         raise CsrlError(
             f"unknown loss {name!r}",
-            hint=f"valid losses: {', '.join(sorted(_LOSSES))}; presets: {', '.join(sorted(_PRESETS)) or 'none'}",
+            hint=f"valid losses: {', '.join(sorted(_LOSSES))}; presets: {', '.join(sorted(_PRESETS)) or 'none'}; "
+            "or your own as package.module:ClassName",
         )
-    return _LOSSES[name]
+    return user
 
 
 def loss_params(name: str) -> dict[str, inspect.Parameter]:

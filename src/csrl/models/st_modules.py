@@ -1,9 +1,12 @@
 """sentence-transformers modules for what its own modules cannot express.
 
-Used in saved model folders (``modules.json``) for the ``first_last_avg`` and ``last2_avg`` poolers and
-for the ``tanh_linear`` head kept at inference; ``SentenceTransformer(dir)`` then needs csrl installed.
-``cls``, ``cls_before_pooler`` and ``mean`` use sentence-transformers' own ``Pooling`` (and ``Dense``
-for a ``linear``/``linear_tanh`` head kept at inference), so those folders load without csrl.
+Used in saved model folders (``modules.json`` types ``csrl.models.st_modules.LayerAveragePooling`` and
+``csrl.models.st_modules.TanhLinear``) for the ``first_last_avg`` and ``last2_avg`` poolers and for the
+``tanh_linear`` head kept at inference. They follow sentence-transformers 6's module API (``Module``:
+``config_keys``, ``save``/``load``, ``get_embedding_dimension``), so ``SentenceTransformer(dir,
+trust_remote_code=True)`` loads such a folder where csrl is installed (sentence-transformers 6 asks for
+``trust_remote_code`` for every module class outside its own package). Every other csrl pooler and head
+uses sentence-transformers' own ``Pooling`` and ``Dense``, so those folders load without csrl.
 """
 
 from __future__ import annotations
@@ -14,28 +17,30 @@ import torch
 from sentence_transformers.base.modules.module import Module
 from torch import Tensor, nn
 
-from csrl.models.pooling import masked_mean
+from csrl.models.pooling import exclude_prefix, masked_mean
 
 
 class LayerAveragePooling(Module):
-    """Mean of the mask-aware token averages of two hidden-state layers (``first_last_avg``, ``last2_avg``)."""
+    """Mean of the mask-aware token averages of two hidden-state layers (``first_last_avg``, ``last2_avg``);
+    ``include_prompt=False`` leaves a prompt's tokens out, as sentence-transformers' ``Pooling`` does."""
 
-    config_keys: list[str] = ["embedding_dimension", "layers"]
+    config_keys: list[str] = ["embedding_dimension", "layers", "include_prompt"]
 
-    def __init__(self, embedding_dimension: int, layers: list[int]) -> None:
+    def __init__(self, embedding_dimension: int, layers: list[int], include_prompt: bool = True) -> None:
         super().__init__()
         self.embedding_dimension = embedding_dimension
         self.layers = list(layers)
+        self.include_prompt = include_prompt
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         hs = features["all_layer_embeddings"]
         mask = features["attention_mask"]
+        if not self.include_prompt and "prompt_length" in features:
+            n = features["prompt_length"]
+            mask = exclude_prefix(mask, int(n[0].item()) if isinstance(n, Tensor) else int(n))
         vecs = [masked_mean(hs[i], mask) for i in self.layers]
         features["sentence_embedding"] = torch.stack(vecs).mean(0)
         return features
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.embedding_dimension
 
     def get_embedding_dimension(self) -> int:
         return self.embedding_dimension
@@ -67,7 +72,7 @@ class TanhLinear(Module):
         features["sentence_embedding"] = self.linear(torch.tanh(emb))
         return features
 
-    def get_sentence_embedding_dimension(self) -> int:
+    def get_embedding_dimension(self) -> int:
         return self.dim
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:

@@ -12,27 +12,25 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from csrl.analysis.function_words import tokenizer_vocab
 from csrl.analysis.suite import AnalysisResult, analyze_token_states, encode_pairs
+from csrl.data.corpora import read_lines
 from csrl.data.sts import POSITIVE_THRESHOLD, load_analysis_sentences, load_positive_pairs
 from csrl.errors import CsrlError
 from csrl.models.encoder import Encoder, load_encoder, pooler_override
 from csrl.utils.io import atomic_write_text
+from csrl.utils.precision import autocast_dtype, resolve_precision
 
 STSB_SOURCE = "STS-B test sentence1 (sts/stsb/raw/sts-test.csv, cased)"
 
 
 def read_sentence_file(path: Path) -> list[str]:
-    """Non-blank lines of a UTF-8 text file (blank lines are skipped)."""
-    if not path.is_file():
-        raise CsrlError(f"sentence file {path} not found", hint="one sentence per line, UTF-8")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CsrlError(f"{path}: not UTF-8 at byte {exc.start}", hint="re-encode it, e.g. iconv -t utf-8") from None
-    return [s for s in text.splitlines() if s.strip()]
+    """Non-blank lines of a UTF-8 text file, split on ``\\n`` only (:func:`csrl.data.corpora.read_lines`:
+    other line breaks inside a line are an error); blank lines are skipped."""
+    return [s for s in read_lines(path, what="sentence file") if s.strip()]
 
 
 def analysis_sentences(
@@ -53,13 +51,13 @@ def analysis_sentences(
 
 
 def _positive_pairs(
-    enc: Encoder, data_dir: Path | None, threshold: float, batch_size: int
+    enc: Encoder, data_dir: Path | None, threshold: float, batch_size: int, dtype: torch.dtype | None = None
 ) -> tuple[Tensor, Tensor] | None:
     try:
         xs, ys = load_positive_pairs(data_dir, threshold)
     except CsrlError:
         return None  # no STS-B: alignment is skipped
-    return encode_pairs(lambda s: enc.encode(s, batch_size=batch_size), xs, ys)
+    return encode_pairs(lambda s: enc.encode(s, batch_size=batch_size, autocast_dtype=dtype), xs, ys)
 
 
 def analyze_model(
@@ -73,6 +71,7 @@ def analyze_model(
     batch_size: int = 64,
     pooler: str | None = None,
     out_dir: Path | str | None = None,
+    precision: str = "fp32",
 ) -> AnalysisResult:
     """The geometry suite of ``model`` (a folder, Hub id, ``embedded:...``, or a loaded :class:`Encoder`).
 
@@ -80,7 +79,8 @@ def analyze_model(
     from ``data_dir`` (None: the default data folder). limit: only the first N (None or 0: all).
     seed: the anisotropy token draw. positive_threshold: alignment positives are STS-B test pairs with
     gold above it. batch_size: sentences per forward pass. pooler: override the model's pooler (for a
-    loaded encoder only during the call). out_dir: write the figures, then ``analysis.json``.
+    loaded encoder only during the call). out_dir: write the figures, then ``analysis.json``. precision: of
+    the forward passes (fp32; ``auto``, bf16, fp16: autocast; the metrics are computed in fp32).
     ``result.extra`` records the model, pooler, sentence source, the seconds of the forward pass, the
     positive pairs and the metrics, and the figure files.
     """
@@ -89,11 +89,14 @@ def analyze_model(
         enc, name, override = load_encoder(model, pooler=pooler), model, None
     else:
         enc, name, override = model, model.config.model, pooler
+    precision = resolve_precision(precision, enc.device, setting="--precision")
+    dtype = autocast_dtype(precision, enc.device.type, setting="--precision")
     with pooler_override(enc, override):
         t0 = time.perf_counter()
-        states = enc.token_states(texts, batch_size=batch_size)
+        with torch.autocast(enc.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            states = enc.token_states(texts, batch_size=batch_size)
         t1 = time.perf_counter()
-        pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size)
+        pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size, dtype)
         t2 = time.perf_counter()
         vocab, special_tokens = tokenizer_vocab(enc.tokenizer)
         result = analyze_token_states(
@@ -104,6 +107,7 @@ def analyze_model(
             {
                 "model": name,
                 "pooler": enc.pooler,
+                "precision": precision,
                 "sentences": source,
                 "seconds_forward": t1 - t0,
                 "seconds_positive_pairs": t2 - t1,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csrl.data.corpora import read_lines
 from csrl.errors import CsrlError
 from csrl.models.encoder import load_encoder
 from csrl.utils.io import atomic_write_bytes
@@ -14,13 +15,9 @@ from csrl.utils.precision import autocast_dtype
 
 
 def read_sentences(path: Path) -> list[str]:
-    """One sentence per line, UTF-8; an empty line is an error naming the file and line."""
-    if not path.is_file():
-        raise CsrlError(f"input file {path} not found", hint="pass a text file with one sentence per line")
-    try:
-        sentences = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise CsrlError(f"{path}: not UTF-8 at byte {exc.start}", hint="re-encode it, e.g. iconv -t utf-8") from None
+    """One sentence per ``\\n`` line, UTF-8 (:func:`csrl.data.corpora.read_lines`: row ``k`` of the output is
+    line ``k``, as ``wc -l`` and ``sed -n kp`` count); an empty line is an error naming the file and line."""
+    sentences = read_lines(path, what="input file")
     for k, s in enumerate(sentences, start=1):
         if not s.strip():
             raise CsrlError(f"{path}:{k}: empty line", hint="remove blank lines: every line must hold one sentence")
@@ -34,11 +31,14 @@ def encode_file(
     *,
     pooler: str | None = None,
     batch_size: int = 128,
-    precision: str = "fp32",
+    precision: str = "auto",
     normalize: bool = False,
     device: str | None = None,
 ) -> np.ndarray:
-    """Embed every line of ``input_path`` and write the array to ``output_path`` (``.npy``, atomically)."""
+    """Embed every line of ``input_path`` and write the array to ``output_path`` (``.npy``, atomically).
+
+    ``precision``: ``auto`` (bf16 autocast where the device has native bf16, else fp32), fp32, bf16, fp16.
+    """
     sentences = read_sentences(Path(input_path))
     enc = load_encoder(model, pooler=pooler, device=device)
     dtype = autocast_dtype(precision, enc.device.type, setting="--precision")

@@ -48,10 +48,15 @@ def train_run(
     data_dir: Path | None = None,
     eval_before: bool = True,
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> RunResult:
-    """Resolve the config and train (or resume) the run; see :func:`csrl.train.loop.train`."""
+    """Resolve the config and train (or resume) the run; see :func:`csrl.train.loop.train`.
+
+    ``overwrite``: a folder that holds another run is taken over, its records moved aside (without it,
+    such a folder is refused)."""
     cfg = resolve_run_config(config, overrides, resume=resume, output_dir=output_dir)
-    return train(cfg, data_dir=data_dir, resume=resume is not None, eval_before=eval_before, callbacks=callbacks)
+    return train(cfg, data_dir=data_dir, resume=resume is not None, overwrite=overwrite, eval_before=eval_before,
+                 callbacks=callbacks)  # fmt: skip
 
 
 __all__ = ["resolve_run_config", "train_run"]

@@ -6,14 +6,21 @@ cell from its last checkpoint (``--resume``), and retries a crashed cell up to `
 errors (exit 2) and non-finite losses (exit 3) are not retried. A cell whose stored config differs from the
 sweep's is refused rather than mixed. With ``final_tasks: stsb`` the runner scores each finished cell's
 best model on STS-B test itself (:func:`score_stsb`).
+
+A sweep owns its folder as a run owns its own (:mod:`csrl.train.run_lock`): a second sweep into the same
+folder is refused, naming the first. On Linux each training child asks the kernel for SIGTERM when the
+sweep dies (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the sweep stops its cells, which unwind and
+release their locks; a cell still locked by a live process when the sweep starts again is named, not run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -29,9 +36,20 @@ import yaml
 from csrl.errors import CsrlError
 from csrl.report.sweep_layout import CELL_JSON, CELL_YAML, DONE, STSB_RESULT, SWEEP_JSON, cell_state
 from csrl.sweep.grid import RUN_SECTIONS, Cell, Sweep, SweepSettings, load_sweep
+from csrl.train.run_lock import acquire_lock, live_holder
 from csrl.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["SweepOutcome", "prepare_cell", "run", "run_cell", "run_sweep", "score_stsb", "train_command"]
+__all__ = [
+    "Children",
+    "SweepOutcome",
+    "die_with_parent",
+    "prepare_cell",
+    "run",
+    "run_cell",
+    "run_sweep",
+    "score_stsb",
+    "train_command",
+]
 
 PERMANENT_EXIT_CODES = (2, 3)  # CsrlError (a user mistake), NonFiniteError: retrying gives the same result
 Log = Callable[[str], None]
@@ -98,16 +116,84 @@ def score_stsb(cell: Cell, data_dir: Path | None) -> Path:
     return out
 
 
-def _attempt(cmd: Sequence[str], log_path: Path, attempt: int, timeout_s: float | None) -> int:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the thread that started it dies (Linux;
+    None elsewhere). libc is resolved here, in the parent: the child only makes two system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(143)
+
+    return preexec
+
+
+class Children:
+    """A sweep's running training subprocesses, stopped together (SIGTERM, then SIGKILL after ``grace_s``)
+    when the sweep is interrupted, from whichever thread sees the interruption."""
+
+    def __init__(self, grace_s: float = 30.0) -> None:
+        self.grace_s = grace_s
+        self.stopping = False
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+
+    def start(self, cmd: Sequence[str], out: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self.stopping:
+                raise KeyboardInterrupt
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
+            self._running.add(proc)
+            return proc
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            procs = list(self._running)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # a training child unwinds: says where its run stands, releases its lock
+        deadline = time.monotonic() + self.grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _attempt(cmd: Sequence[str], log_path: Path, attempt: int, timeout_s: float | None, children: Children) -> int:
     """Run one attempt with its output appended to ``train.log``; its exit code (-9 past ``timeout_s``)."""
     with log_path.open("a", encoding="utf-8") as fh:
         fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {attempt}: {' '.join(cmd)}\n")
         fh.flush()
+        proc = children.start(cmd, fh)
         try:
-            return subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+            return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             fh.write(f"\n=== killed after the {timeout_s} s limit\n")
             return -9
+        except KeyboardInterrupt:  # this thread was interrupted (Ctrl-C, or SIGTERM via the CLI): stop every cell
+            children.stop_all()
+            raise
+        finally:
+            children.forget(proc)
 
 
 def run_cell(
@@ -118,23 +204,35 @@ def run_cell(
     python: Sequence[str] = (sys.executable,),
     threads: int | None = None,
     log: Log = print,
+    children: Children | None = None,
 ) -> str:
-    """Run (or resume, or retry) one cell until it is done; returns skipped | done | failed."""
+    """Run (or resume, or retry) one cell until it is done; returns skipped | done | failed.
+
+    ``children``: the sweep's running subprocesses (an interrupted sweep stops them and retries nothing)."""
+    children = children if children is not None else Children()
     if cell_state(cell.dir) == "done":
         return "skipped"
+    holder = live_holder(cell.dir)
+    if holder is not None:  # e.g. the child of a sweep that was killed before it could stop it
+        log(f"  {cell.name}: still being trained by {holder.describe()}; wait for it to finish or stop it "
+            f"(kill {holder.pid}), then run the sweep again")  # fmt: skip
+        return "failed"
     prepare_cell(cell)
     meta_path = cell.dir / CELL_JSON
     log_path = cell.dir / "train.log"
     t0 = time.perf_counter()
     for attempt in range(1, settings.max_retries + 2):
-        resume = cell_state(cell.dir) == "partial"
+        # a started run resumes (from its newest intact checkpoint, or from the start if it has none)
+        resume = cell_state(cell.dir) == "partial" or (cell.dir / "config.json").is_file()
         cmd = train_command(cell, settings, python=python, data_dir=data_dir, threads=threads, resume=resume)
         log(f"  {cell.name}: {'resuming' if resume else 'starting'} (attempt {attempt})")
         started = time.perf_counter()
-        rc = _attempt(cmd, log_path, attempt, settings.timeout_s)
+        rc = _attempt(cmd, log_path, attempt, settings.timeout_s, children)
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["attempts"].append({"resume": resume, "exit_code": rc, "seconds": time.perf_counter() - started})
         atomic_write_json(meta_path, meta)
+        if children.stopping:  # the sweep was interrupted while this cell ran: no retry
+            raise KeyboardInterrupt
         if rc == 0:
             break
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
@@ -161,8 +259,15 @@ def run_sweep(
     python: Sequence[str] = (sys.executable,),
     log: Log = print,
 ) -> dict[str, str]:
-    """Run every unfinished cell (``jobs`` at a time); returns cell name -> skipped | done | failed."""
-    sweep.output_dir.mkdir(parents=True, exist_ok=True)
+    """Run every unfinished cell (``jobs`` at a time); returns cell name -> skipped | done | failed.
+
+    The sweep folder is locked for the duration (a second sweep into it is refused, naming this one)."""
+    with acquire_lock(sweep.output_dir, what="sweep", log=log):
+        return _run_cells(sweep, data_dir=data_dir, jobs=jobs, threads=threads, python=python, log=log)
+
+
+def _run_cells(sweep: Sweep, *, data_dir: Path | None, jobs: int | None, threads: int | None,
+               python: Sequence[str], log: Log) -> dict[str, str]:  # fmt: skip
     atomic_write_json(sweep.output_dir / SWEEP_JSON, sweep.to_dict())
     jobs = jobs or sweep.settings.jobs
     threads = threads or sweep.settings.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
@@ -171,20 +276,28 @@ def run_sweep(
         f"{len(todo)} to run ({jobs} at a time)")  # fmt: skip
     status = {c.name: "skipped" for c in sweep.cells if c not in todo}
     counter = itertools.count(1)
+    children = Children()
 
     def one(cell: Cell) -> tuple[str, str]:
         k = next(counter)
         t0 = time.perf_counter()
         log(f"[{k}/{len(todo)}] {cell.name}")
-        st = run_cell(cell, sweep.settings, data_dir=data_dir, python=python, threads=threads, log=log)
+        st = run_cell(cell, sweep.settings, data_dir=data_dir, python=python, threads=threads, log=log,
+                      children=children)  # fmt: skip
         log(f"[{k}/{len(todo)}] {cell.name}: {st} in {time.perf_counter() - t0:.0f} s")
         return cell.name, st
 
     if jobs == 1:
         results = [one(c) for c in todo]
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             results = list(pool.map(one, todo))
+        except KeyboardInterrupt:  # the main thread sees it; the cells run in the workers' children
+            children.stop_all()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     status.update(dict(results))
     return status
 

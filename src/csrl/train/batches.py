@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import Tensor
 
-from csrl.data.corpora import Corpus, open_corpus
+from csrl.data.corpora import CorpusLike
+from csrl.data.hf import is_dataset_folder, is_hub_id, open_training_corpus, source_files
 from csrl.data.sampler import EpochSampler, NoDuplicatesSampler, find_duplicates_in_batch, record_keys
 from csrl.data.sts import default_data_dir
 from csrl.errors import CsrlError
@@ -23,10 +24,20 @@ from csrl.train.config import RunConfig
 
 
 def resolve_train_files(cfg: RunConfig, data_dir: Path | None) -> list[Path]:
-    """``data.train_files`` as paths: as given when they exist, else relative to the data folder."""
+    """The local files the training data is read from, in order: each file of ``data.train_files``, every file
+    of a dataset folder (:func:`csrl.data.hf.source_files`); none for a Hub dataset (its id is in the config)."""
+    return [f for s in resolve_train_sources(cfg, data_dir) if isinstance(s, Path) for f in source_files(s)]
+
+
+def resolve_train_sources(cfg: RunConfig, data_dir: Path | None) -> list[Path | str]:
+    """``data.train_files`` as paths (as given when they exist, else relative to the data folder); Hub datasets
+    (``hf://...``, :mod:`csrl.data.hf`) as given."""
     root = data_dir if data_dir is not None else default_data_dir()
-    out = []
+    out: list[Path | str] = []
     for f in cfg.data.train_files:
+        if is_hub_id(f):
+            out.append(f)
+            continue
         p = Path(f).expanduser()
         if not p.is_absolute() and not p.exists():
             p = root / p
@@ -35,11 +46,18 @@ def resolve_train_files(cfg: RunConfig, data_dir: Path | None) -> list[Path]:
                 f"training file {f} not found (looked in the current folder and in {root})",
                 hint="set CSRL_DATA_DIR (or --data-dir) to the data folder, or give data.train_files as paths",
             )
+        if not p.is_file() and not is_dataset_folder(p):  # a dataset folder is read by csrl.data.hf
+            raise CsrlError(
+                f"training file {p} is a folder, not a file, and holds no dataset (no data files, not written by "
+                "Dataset.save_to_disk)" if p.is_dir() else f"training file {p} is not a file",
+                hint="data.train_files lists corpus files (text, CSV, TSV, JSONL, Parquet), dataset folders "
+                "or hf:// Hub datasets",
+            )
         out.append(p)
     return out
 
 
-def check_batch_semantics(cfg: RunConfig, corpus: Corpus) -> None:
+def check_batch_semantics(cfg: RunConfig, corpus: CorpusLike) -> None:
     """Refuse settings that would silently change what the loss computes."""
     if cfg.train.batch_size < 2 and loss_traits(cfg.loss.name).in_batch_negatives:
         raise CsrlError(
@@ -57,7 +75,7 @@ def check_batch_semantics(cfg: RunConfig, corpus: Corpus) -> None:
 class _Prefix:
     """The first ``n`` records of a corpus (for ``data.max_sentences``)."""
 
-    def __init__(self, corpus: Corpus, n: int) -> None:
+    def __init__(self, corpus: CorpusLike, n: int) -> None:
         self.corpus, self.n = corpus, n
 
     def __len__(self) -> int:
@@ -72,7 +90,7 @@ class TrainingData:
     """The corpus and this rank's sampler. ``n_views``: views per record in the forward (2 for single sentences:
     two dropout views of each)."""
 
-    corpus: Corpus
+    corpus: CorpusLike
     sampler: EpochSampler
     n_records: int
     warned_duplicates: bool = False
@@ -115,7 +133,8 @@ class TrainingData:
 
 def open_training_data(cfg: RunConfig, data_dir: Path | None, *, rank: int, world_size: int) -> TrainingData:
     """Open the corpus and build this rank's sampler (checks the input before any model is loaded)."""
-    corpus = open_corpus(resolve_train_files(cfg, data_dir), fmt=cfg.data.format, columns=cfg.data.columns)  # type: ignore[arg-type]
+    sources = resolve_train_sources(cfg, data_dir)
+    corpus = open_training_corpus(sources, fmt=cfg.data.format, columns=cfg.data.columns)
     n_records = min(len(corpus), cfg.data.max_sentences or len(corpus))
     check_batch_semantics(cfg, corpus)
     t = cfg.train
@@ -134,4 +153,10 @@ def open_training_data(cfg: RunConfig, data_dir: Path | None, *, rank: int, worl
     return TrainingData(corpus, sampler, n_records)
 
 
-__all__ = ["TrainingData", "check_batch_semantics", "open_training_data", "resolve_train_files"]
+__all__ = [
+    "TrainingData",
+    "check_batch_semantics",
+    "open_training_data",
+    "resolve_train_files",
+    "resolve_train_sources",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,22 +22,37 @@ from typing import Any
 
 import yaml
 
+from csrl.data.corpora import Format
 from csrl.errors import CsrlError
-from csrl.models.encoder import EncoderConfig
+from csrl.models.encoder import MAX_TOKENS, EncoderConfig
+from csrl.utils.checks import DEVICES, device_problem, setting, value_problem
+from csrl.utils.dotted import flatten
 from csrl.utils.precision import PRECISIONS
+
+MAX_BATCH = 1 << 20  # sentences per step: the (B, 2B) similarity matrix alone would exceed any device beyond
+MAX_CHUNK = 1 << 16  # rows encoded at once (evaluation, GradCache chunks): more exhausts memory in activations
+
+
+def _device_problem(name: str) -> str | None:
+    return None if name == "auto" else device_problem(name)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The training corpus. Relative paths are resolved against the data directory."""
 
-    train_files: tuple[str, ...] = ("train/wiki/wiki1m_for_simcse.head.txt",)  # corpus files, concatenated
-    format: str = "auto"  # auto | text | csv | tsv | jsonl
+    train_files: tuple[str, ...] = setting(
+        ("train/wiki/wiki1m_for_simcse.head.txt",), path="file", relative_to="data folder",
+        help="corpus files, concatenated (relative paths: from the current folder, else the data folder)",
+    )  # fmt: skip
+    format: str = setting("auto", choices=typing.get_args(Format), help="corpus format (auto: by the file suffix)")
     columns: tuple[str, ...] | None = None  # CSV/JSONL fields: (sentence,) or (sent0, sent1, hard_neg)
-    max_length: int = 32  # training truncation (SimCSE: 32)
-    max_sentences: int | None = None  # use only the first N records (CPU-sized runs)
+    max_length: int = setting(32, min=2, max=MAX_TOKENS, help="training truncation in tokens (SimCSE: 32)")
+    max_sentences: int | None = setting(None, min=1, help="use only the first N records (CPU-sized runs); null = all")
     no_duplicates: bool = False  # defer records whose text is already in the batch (false negatives)
-    group_by_length: int = 0  # k > 1: batches of similar length, from windows of k batches (0 = off)
+    group_by_length: int = setting(
+        0, min=0, help="0 or 1 = off; k > 1 groups batches by length within windows of k batches (try 8)"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,31 +67,51 @@ class LossConfig:
 class TrainConfig:
     """Optimisation, evaluation and checkpointing."""
 
-    batch_size: int = 64  # sentences (anchors) per step, over all ranks
-    lr: float = 3e-5  # AdamW peak learning rate
-    weight_decay: float = 0.0  # AdamW weight decay (SimCSE/HF default 0)
-    epochs: int = 1  # passes over the corpus
-    max_steps: int | None = None  # stop after this many optimizer steps
-    warmup_steps: int = 0  # linear warm-up, then linear decay to 0 (SimCSE: none)
-    seed: int = 42  # python, numpy, torch and data order
-    precision: str = "fp32"  # fp32 | bf16 (CPU and GPU autocast) | fp16 (GPU, loss scaling)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    eval_every: int = 125  # STS-B dev every N steps, best checkpoint kept (SimCSE protocol); 0 = off
-    eval_batch_size: int = 128  # encoding batch at evaluation
+    batch_size: int = setting(64, min=1, max=MAX_BATCH, help="sentences (anchors) per step, over all ranks")
+    lr: float = setting(3e-5, gt=0, max=1.0, help="AdamW peak learning rate (SimCSE: 3e-5 to 5e-5)")
+    weight_decay: float = setting(0.0, min=0, max=1.0, help="AdamW weight decay (SimCSE/HF default 0)")
+    epochs: int = setting(1, min=1, max=100_000, help="passes over the corpus")
+    max_steps: int | None = setting(None, min=1, help="stop after this many optimizer steps; null = the epochs")
+    warmup_steps: int = setting(0, min=0, help="linear warm-up, then linear decay to 0 (SimCSE: none)")
+    seed: int = setting(42, min=0, max=2**32 - 1, help="python, numpy, torch and data order")
+    precision: str = setting(
+        "auto", choices=PRECISIONS, help="auto (bf16 where native, else fp32), fp32, bf16 (CPU/GPU), fp16 (GPU)"
+    )
+    device: str = setting("auto", check=_device_problem, help=f"auto, or a torch device: {DEVICES}")
+    num_threads: int | None = setting(None, min=1, max=4096, help="torch CPU threads (null: torch's default)")
+    eval_every: int = setting(
+        125, min=1, allow_zero_as_off=True, help="STS-B dev every N steps, best checkpoint kept (SimCSE); 0 = off"
+    )
+    eval_batch_size: int = setting(128, min=1, max=MAX_CHUNK, help="encoding batch at evaluation")
     final_eval: bool = True  # 7-task STS test table of the best model at the end
     final_eval_pooler: str | None = None  # pooler for evaluation (default: cls -> cls_before_pooler)
-    checkpoint_every: int = 125  # resumable checkpoint every N steps (and at every evaluation)
-    keep_checkpoints: int = 2  # keep the last k resumable checkpoints (the best model is kept apart)
-    log_every: int = 1  # metrics log every N steps
-    paradigm_every: int = 1  # gradient-paradigm statistics (GD, W, R) every N steps; 0 = off
-    dynamics_every: int = 0  # geometry probe every N steps on a fixed probe set; 0 = off
-    dynamics_probe_size: int = 1000  # probe sentences (STS-B test sentence1)
-    cache_chunk_size: int | None = None  # GradCache: embed the batch in chunks of this size
-    max_grad_norm: float | None = None  # gradient clipping (None: off)
-    on_nonfinite: str = "stop"  # stop | skip: what to do with a NaN/Inf loss or gradient
+    checkpoint_every: int = setting(
+        125, min=1, allow_zero_as_off=True, help="resumable checkpoint every N steps (and at every evaluation); 0 = off"
+    )
+    keep_checkpoints: int = setting(2, min=1, help="keep the last k resumable checkpoints (the best model apart)")
+    log_every: int = setting(1, min=1, help="metrics log every N steps")
+    paradigm_every: int = setting(
+        1, min=1, allow_zero_as_off=True, help="gradient-paradigm statistics (GD, W, R) every N steps; 0 = off"
+    )
+    dynamics_every: int = setting(
+        0, min=1, allow_zero_as_off=True, help="geometry probe every N steps (a multiple of log_every); 0 = off"
+    )
+    dynamics_probe_size: int = setting(1000, min=2, help="probe sentences (STS-B test sentence1)")
+    cache_chunk_size: int | None = setting(
+        None, min=1, max=MAX_CHUNK, help="GradCache: embed the batch in chunks of this size; null = off"
+    )
+    max_grad_norm: float | None = setting(None, gt=0, help="gradient clipping norm; null = off")
+    mlm_weight: float = setting(
+        0.0, min=0, max=100.0, help="SimCSE's MLM auxiliary loss weight (SimCSE: 0.1), needs an MLM head; 0 = off"
+    )  # csrl.train.mlm_aux
+    on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="what a NaN/Inf loss or gradient does")
+    max_nonfinite_skips: int = setting(
+        20, min=1, help="skip mode: stop after this many consecutive non-finite steps (default 20)"
+    )
     compile: bool = False  # torch.compile the backbone
     progress: bool = True  # progress bar
+    report_to: tuple[str, ...] = ("tensorboard",)  # trackers: tensorboard, wandb, mlflow (csrl.train.trackers)
+    tracking_project: str = "csrl"  # W&B project / MLflow experiment name
 
 
 @dataclass(frozen=True)
@@ -84,7 +120,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir: str = "runs/simcse"  # run directory (config, metrics, checkpoints, best model, results)
+    output_dir: str = setting(
+        "runs/simcse", path="output_dir", help="run folder (config, metrics, checkpoints, best model, results)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -125,7 +163,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = [value]
         if not isinstance(value, list | tuple):
             raise CsrlError(f"{key}: expected a list, got {value!r}")
-        inner = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+        args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis and len(value) != len(args):  # tuple[int, int]: a fixed length
+            raise CsrlError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        inner = args[0] if args else Any
         return tuple(_coerce(v, inner, key) for v in value)
     if origin in (Mapping, dict) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -211,6 +252,8 @@ def _check_loss(cfg: LossConfig) -> LossConfig:
                 hint=f"parameters of {name!r}: {', '.join(allowed) or 'none'}",
             )
         checked[k] = _coerce(v, hints.get(k, Any), f"loss.{k}")
+        if isinstance(checked[k], float) and not math.isfinite(checked[k]):
+            raise CsrlError(f"loss.{k} must be a finite number, got {checked[k]!r}", hint=f"parameters of {name!r}")
     from csrl.losses.registry import build_loss
 
     build_loss(cfg.name, **checked)  # value checks (ranges) live in the loss classes
@@ -218,26 +261,40 @@ def _check_loss(cfg: LossConfig) -> LossConfig:
     return LossConfig(cfg.name, checked)
 
 
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Check every field of the dataclass ``cfg`` (nested sections too) against the schema in its metadata.
+
+    The schema (:data:`csrl.utils.checks.SCHEMA_KEYS`) is declared once, beside the field, with
+    :func:`~csrl.utils.checks.setting`; a float is refused when NaN or infinite unless it declares
+    ``allow_nonfinite``, schema or not. The error names the key, the value and the allowed range, with the
+    field's help as the hint.
+    """
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+            continue
+        problem = value_problem(value, f.metadata)
+        if problem is None:
+            continue
+        help_text = f.metadata.get("help")
+        hint = f"{key}: {help_text}" if help_text else None
+        if "path" in f.metadata:
+            raise CsrlError(f"{key}: {value} {problem}", hint=hint)
+        raise CsrlError(f"{key} {problem}, got {value!r}", hint=hint)
+
+
 def _validate(cfg: RunConfig) -> RunConfig:
     t = cfg.train
-    if t.precision not in PRECISIONS:
-        raise CsrlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    if t.on_nonfinite not in ("stop", "skip"):
-        raise CsrlError(f"train.on_nonfinite must be stop or skip, got {t.on_nonfinite!r}")
-    for key in ("batch_size", "epochs", "eval_batch_size"):
-        if getattr(t, key) < 1:
-            raise CsrlError(f"train.{key} must be >= 1, got {getattr(t, key)}")
-    if not t.lr > 0:
-        raise CsrlError(f"train.lr must be > 0, got {t.lr}")
-    if cfg.data.max_length < 2:
-        raise CsrlError(f"data.max_length must be >= 2, got {cfg.data.max_length}")
-    if cfg.data.group_by_length < 0:
+    from csrl.train.trackers import check_tracker_names
+
+    check_tracker_names(t.report_to)
+    check_ranges(cfg)  # every field against the range its metadata declares (csrl.utils.checks.SCHEMA_KEYS)
+    if t.dynamics_every and t.dynamics_every % t.log_every:
         raise CsrlError(
-            f"data.group_by_length must be >= 0, got {cfg.data.group_by_length}",
-            hint="0 or 1 = off; k > 1 groups batches by length within windows of k batches (try 8)",
+            f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
+            hint="callbacks run on logged steps only: use a multiple of log_every",
         )
-    if t.cache_chunk_size is not None and t.cache_chunk_size < 1:
-        raise CsrlError(f"train.cache_chunk_size must be >= 1, got {t.cache_chunk_size}")
     from csrl.models.pooling import canonical_pooler
 
     if cfg.model.pooler != "auto":
@@ -245,6 +302,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
     cfg.model.resolved_head()
     if t.final_eval_pooler is not None:
         canonical_pooler(t.final_eval_pooler)
+    if t.mlm_weight and t.cache_chunk_size is not None:
+        raise CsrlError(
+            "train.mlm_weight > 0 with train.cache_chunk_size: the MLM auxiliary loss is not cached yet",
+            hint="use one of the two (train.cache_chunk_size=null, or train.mlm_weight=0)",
+        )
     return dataclasses.replace(cfg, loss=_check_loss(cfg.loss))
 
 
@@ -309,5 +371,45 @@ _T = typing.TypeVar("_T")
 def build_section(cls: type[_T], raw: Mapping[str, Any], prefix: str = "") -> _T:
     """The dataclass ``cls`` built from ``raw`` with the checks of a config section: unknown keys (with
     suggestions) and value types raise :class:`~csrl.errors.CsrlError`; ``prefix`` names the section in
-    messages (e.g. ``"sweep."``). Used for settings sections outside :class:`RunConfig`."""
-    return _build(cls, raw, prefix)
+    messages (e.g. ``"sweep."``). Used for settings sections outside :class:`RunConfig`. Fields declared with
+    :func:`~csrl.utils.checks.setting` are range-checked (:func:`check_ranges`)."""
+    section = _build(cls, raw, prefix)
+    check_ranges(section, prefix)
+    return section
+
+
+# --------------------------------------------------------------------------- resuming
+RESUME_CADENCE_KEYS = frozenset({
+    "train.log_every", "train.eval_every", "train.eval_batch_size", "train.final_eval", "train.final_eval_pooler",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.paradigm_every", "train.dynamics_every",
+    "train.dynamics_probe_size", "train.progress", "train.num_threads", "train.compile", "train.on_nonfinite",
+    "train.max_nonfinite_skips", "train.report_to", "train.tracking_project",
+})  # fmt: skip
+"""Keys a resumed run may change: when it logs, evaluates, checkpoints and reports, its threads and
+compilation, and what it does on a non-finite step. They change no finite update, so the resumed run
+follows the trajectory it started on; the change is recorded in ``RUN_DIR/resume_log.jsonl``.
+
+Every other key (model, loss and its parameters, data, batch size, lr, warm-up, schedule length, precision,
+seed, device, clipping, and ``train.cache_chunk_size``, whose chunks draw different dropout masks) would
+change the trajectory, and a resume that changes it is refused. A key added later is refused by default."""
+
+RESUME_CONTENT_KEYS = frozenset({"output_dir", "data.train_files"})
+"""Compared by what they point to, not by their text: the run folder is the run; the training files are
+compared by their sha256 (``RUN_DIR/data_fingerprint.json``)."""
+
+
+def resume_changes(
+    saved: Mapping[str, Any], new: Mapping[str, Any], *, absent: Any = None
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """The differences between a run's saved config and the config it is resumed with (both as
+    :meth:`RunConfig.to_dict`), split into ``(refused, allowed)``; each maps a dotted key to ``(old, new)``,
+    with ``absent`` for a key only one side has. Allowed: :data:`RESUME_CADENCE_KEYS`."""
+    a, b = flatten(saved), flatten(new)
+    refused: dict[str, tuple[Any, Any]] = {}
+    allowed: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        old, now = a.get(key, absent), b.get(key, absent)
+        if key in RESUME_CONTENT_KEYS or (key in a and key in b and old == now):
+            continue
+        (allowed if key in RESUME_CADENCE_KEYS else refused)[key] = (old, now)
+    return refused, allowed

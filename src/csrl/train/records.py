@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from csrl.train.trackers import Tracker
 from csrl.utils.io import atomic_write_text
 
 
 class MetricsLog:
-    """Append-only JSONL log (+ TensorBoard when installed); on resume, steps after the checkpoint are dropped."""
+    """Append-only JSONL log, copied to the trackers (:mod:`csrl.train.trackers`); on resume, steps after the
+    checkpoint are dropped from the file."""
 
-    def __init__(self, path: Path, *, resume_step: int | None, tensorboard: bool, write: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, resume_step: int | None, trackers: Sequence[Tracker] = (), write: bool = True
+    ) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
         self._fh: Any = None
-        self._tb: Any = None
+        self.trackers = list(trackers)
         if not write:  # a non-main rank: keep records in memory, never touch rank 0's file
             return
         if resume_step is not None and path.exists():
@@ -33,13 +36,6 @@ class MetricsLog:
         elif path.exists():
             path.unlink()
         self._fh = path.open("a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(path.parent / "tensorboard"))
-            except Exception:  # tensorboard not installed
-                self._tb = None
 
     def log(self, step: int, values: dict[str, float]) -> None:
         rec = {"step": step, **{k: float(v) for k, v in values.items()}}
@@ -48,23 +44,24 @@ class MetricsLog:
             return
         self._fh.write(json.dumps(rec) + "\n")
         self._fh.flush()
-        if self._tb is not None:
-            for k, v in values.items():
-                if math.isfinite(float(v)):
-                    self._tb.add_scalar(k, float(v), step)
+        for tracker in self.trackers:
+            tracker.log(step, values)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def progress_bar(total: int, start: int, *, enabled: bool) -> Callable[[int, float], None]:
-    """``update(step, loss)`` for a tqdm bar over the steps (``update(-1, 0)`` closes it); a no-op when disabled."""
-    if not enabled:
+    """``update(step, loss)`` for a tqdm bar over the steps (``update(-1, 0)`` closes it); a no-op when disabled,
+    and in pipes or after ``set_quiet()`` (:func:`csrl.utils.progress.progress_enabled`)."""
+    from csrl.utils.progress import progress_enabled
+
+    if not (enabled and progress_enabled()):
         return lambda step, loss: None
     from tqdm.auto import tqdm
 

@@ -2,7 +2,9 @@
 
 :func:`set_up_run` builds, in an order that keeps runs reproducible and fails early: the input first (bad
 data or settings fail before the model is loaded or anything is written), then the loss, the seed, the
-encoder, the run folder, the optimizer, and finally the state of a checkpoint when resuming.
+encoder, the run folder, the optimizer, and finally the state of a checkpoint when resuming. The run folder
+is checked before anything is loaded (:func:`~csrl.train.run_lock.check_run_folder`: another run's records,
+a resume that would change the trajectory or the data) and written after the input passed its checks.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from csrl.data.sts import STS_TASKS, check_sts_files
 from csrl.errors import CsrlError
 from csrl.losses.registry import build_loss
-from csrl.models.encoder import Encoder
+from csrl.models.encoder import Encoder, check_model_limits
 from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
-from csrl.train.batches import TrainingData, open_training_data
+from csrl.train.batches import TrainingData, open_training_data, resolve_train_files
 from csrl.train.callbacks import Callback
 from csrl.train.config import RunConfig
 from csrl.train.geometry_probe import make_dynamics_callback
+from csrl.train.mlm_aux import attach_mlm_head
 from csrl.train.records import MetricsLog
+from csrl.train.run_lock import check_run_folder
 from csrl.train.state import RunState
-from csrl.utils.io import atomic_write_json
-from csrl.utils.precision import AutocastFactory, autocast_factory
+from csrl.train.trackers import open_trackers
+from csrl.utils.precision import AutocastFactory, autocast_factory, resolve_precision
 
 
 @dataclass
@@ -86,7 +91,7 @@ def total_steps(cfg: RunConfig, data: TrainingData) -> int:
 def _resume_point(run_dir: Path, resume: bool, log: Callable[[str], None]) -> Path | None:
     if not resume:
         return None
-    last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    last = ckpt.resume_checkpoint(run_dir / "checkpoints", log=log, set_aside=dist.is_main_process())
     if last is None:
         if not (run_dir / "config.json").exists():
             raise CsrlError(f"cannot resume: {run_dir} holds no run", hint="start it with csrl train CONFIG")
@@ -123,6 +128,37 @@ def restore(
     return RunState.from_dict(saved["trainer"])
 
 
+def open_metrics(
+    cfg: RunConfig, run_dir: Path, *, resume_step: int | None, main: bool, log: Callable[[str], None]
+) -> MetricsLog:
+    """``metrics.jsonl`` and the trackers of ``train.report_to`` (rank 0 writes; other ranks keep records only)."""
+    if not main:
+        return MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step, write=False)
+    t = cfg.train
+    trackers, notes = open_trackers(t.report_to, run_dir, cfg.to_dict(), project=t.tracking_project)
+    for note in notes:
+        log(note)
+    return MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step, trackers=trackers)
+
+
+def check_before_loading(cfg: RunConfig, data: TrainingData, data_dir: Path | None, *, main: bool) -> None:
+    """What the run reads later, checked before the model loads: the STS files of its evaluations and probe
+    (stat only; rank 0, which evaluates), the lengths and layers its backbone allows (its ``config.json``),
+    and the warm-up against the run's length."""
+    t = cfg.train
+    if main:
+        needs = ({"stsb:dev"} if t.eval_every else set()) | (set(STS_TASKS) if t.final_eval else set())
+        check_sts_files(data_dir, needs | ({"analysis"} if t.dynamics_every else set()))
+    lengths = {"data.max_length": cfg.data.max_length, "model.max_length": cfg.model.max_length}
+    check_model_limits(cfg.model, lengths)
+    total = total_steps(cfg, data)
+    if t.warmup_steps > total:
+        raise CsrlError(
+            f"train.warmup_steps={t.warmup_steps} is longer than the run ({total} steps)",
+            hint="lower train.warmup_steps (SimCSE: 0), or raise train.max_steps / train.epochs",
+        )
+
+
 def set_up_run(
     cfg: RunConfig,
     *,
@@ -130,31 +166,43 @@ def set_up_run(
     resume: bool,
     callbacks: Sequence[Callback],
     log: Callable[[str], None],
+    overwrite: bool = False,
+    loss: nn.Module | None = None,
 ) -> tuple[Run, RunState]:
-    """Build the run and its starting state (a fresh one, or the newest checkpoint's when resuming)."""
+    """Build the run and its starting state (a fresh one, or the newest intact checkpoint's when resuming).
+
+    Rank 0 must hold the run folder's lock (:func:`csrl.train.loop.train` takes it); ``overwrite`` moves
+    another run's records aside instead of refusing the folder."""
     t = cfg.train
     run_dir = Path(cfg.output_dir)
     main = dist.is_main_process()
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     device = pick_device(t.device)
-    autocast = autocast_factory(device, t.precision)
+    precision = resolve_precision(t.precision, device, setting="train.precision")  # auto: bf16 where native
+    autocast = autocast_factory(device, precision)
+    folder = None
+    if main:  # refusals (another run's records, a changed trajectory or data) come before any loading
+        files = resolve_train_files(cfg, data_dir)
+        folder = check_run_folder(cfg, files, resume=resume, overwrite=overwrite, log=log)
     resume_from = _resume_point(run_dir, resume, log)
     data = open_training_data(cfg, data_dir, rank=dist.rank(), world_size=dist.world_size())
-    loss_fn = build_loss(cfg.loss.name, **dict(cfg.loss.params)).to(device)
+    check_before_loading(cfg, data, data_dir, main=main)  # the data folder, the model's limits, the warm-up
+    loss_fn = (loss if loss is not None else build_loss(cfg.loss.name, **dict(cfg.loss.params))).to(device)
     seed_everything(t.seed)
     encoder = Encoder.from_pretrained(cfg.model).to(device)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    attach_mlm_head(encoder, cfg.model.model, weight=t.mlm_weight)  # SimCSE's MLM auxiliary loss (mlm_aux)
+    if folder is not None:
+        folder.commit(log, resumed_from=resume_from)
     model, params, optimizer, scaler = _optimise(cfg, encoder, device)
     state = RunState()
     if resume_from is not None:
         state = restore(resume_from, encoder, optimizer, scaler)
         log(f"resumed from {resume_from} (step {state.step})")
-    metrics = MetricsLog(
-        run_dir / "metrics.jsonl", resume_step=state.step if resume else None, tensorboard=main, write=main
-    )
+        if state.precision not in (None, precision):
+            log(f"note: steps up to {state.step} ran in {state.precision}, this machine runs {precision}")
+    state.precision = precision  # recorded in every checkpoint (config.json keeps train.precision as given)
+    metrics = open_metrics(cfg, run_dir, resume_step=state.step if resume else None, main=main, log=log)
     run = Run(cfg, run_dir, data_dir, device, autocast, data, encoder, model, loss_fn, params, optimizer, scaler,
               total_steps(cfg, data), metrics, list(callbacks), main, resume_from, log)  # fmt: skip
     probe = make_dynamics_callback(cfg, encoder, data_dir) if main else None
@@ -165,9 +213,9 @@ def set_up_run(
     log(
         f"training {cfg.model.model} ({encoder.pooler}, head {encoder.head.kind}) with {cfg.loss.name} on "
         f"{data.n_records} records x {data.n_fields} field(s): {run.total} steps of {t.batch_size}, "
-        f"{t.precision}, {device}"
+        f"{precision}{' (auto)' if t.precision == 'auto' else ''}, {device}"
     )
     return run, state
 
 
-__all__ = ["Run", "pick_device", "restore", "seed_everything", "set_up_run", "total_steps"]
+__all__ = ["Run", "check_before_loading", "pick_device", "restore", "seed_everything", "set_up_run", "total_steps"]

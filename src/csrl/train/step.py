@@ -65,16 +65,22 @@ def embed_and_backward(
     *,
     autocast: Callable[[], contextlib.AbstractContextManager[None]],
     scale: Callable[[Tensor], Tensor] = _identity,
+    extra_loss: Callable[[], LossOutput] | None = None,
 ) -> tuple[LossOutput, Views]:
     """One forward over the concatenated views, the loss, and its backward (skipped when non-finite).
 
-    ``scale`` is the fp16 loss scaler's ``scale`` (identity otherwise). The returned views still carry
-    their graph; callers that keep them detach them.
+    ``scale`` is the fp16 loss scaler's ``scale`` (identity otherwise). ``extra_loss``, when given, is
+    computed after the loss and added to it (total and terms) before the one backward pass (SimCSE's MLM
+    auxiliary loss, :func:`csrl.train.mlm_aux.auxiliary_mlm_loss`). The returned views still carry their
+    graph; callers that keep them detach them.
     """
     with autocast():
         z = encoder(features)
     views = split_views(z.float(), n_views)
     out = compute_loss(loss_fn, views)
+    if extra_loss is not None:
+        extra = extra_loss()
+        out = LossOutput(out.total + extra.total, {**out.terms, **extra.terms})
     if torch.isfinite(out.total):
         scale(out.total).backward()
     return out, views

@@ -14,7 +14,7 @@ from typing import Any
 
 from csrl.errors import CsrlError
 
-__all__ = ["MISSING", "dotted_path", "get_dotted", "set_dotted"]
+__all__ = ["MISSING", "dotted_path", "flatten", "get_dotted", "set_dotted"]
 
 MISSING: Any = object()
 """Returned by :func:`get_dotted` for a key that is not set."""
@@ -58,3 +58,15 @@ def get_dotted(raw: Mapping[str, Any], key: str | Sequence[str]) -> Any:
             return MISSING
         node = node[part]
     return node
+
+
+def flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: ``{"train": {"lr": 1e-5}}`` -> ``{"train.lr": 1e-5}`` (the inverse of
+    :func:`set_dotted` over a whole config; the ``loss.<p>`` shorthand is not applied)."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -9,10 +9,15 @@ hard crash (SIGKILL, power loss) between creating and renaming the temporary can
 
 New files get the usual ``0o666 & ~umask`` permissions (not the ``0o600`` of ``tempfile``); a replaced
 file keeps its mode.
+
+A full disk (``ENOSPC``, or a quota: ``EDQUOT``) is a user-fixable condition, not a bug: the writers remove
+their temporary and raise :class:`DiskFullError` (a :class:`~csrl.errors.CsrlError`, exit code 2) saying
+where, about how much was needed and how much is free; the previous content stays in place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -26,15 +31,57 @@ from typing import Any
 
 import numpy as np
 
+from csrl.errors import CsrlError
+
 __all__ = [
+    "DiskFullError",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "disk_full_error",
     "fsync_dir",
     "fsync_file",
     "strict_json",
 ]
+
+
+class DiskFullError(CsrlError):
+    """No space left (or quota exceeded) where a file was being written; nothing half-written was left."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}" if n < 10e6 else f"{n / 1e6:.0f}"
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def disk_full_error(exc: BaseException, path: Path, needed: int, *, at_least: bool = False) -> DiskFullError | None:
+    """``exc`` as a :class:`DiskFullError` when it is an ``ENOSPC``/``EDQUOT`` ``OSError``; else None.
+
+    Call it after the temporary is removed, so that the free space it reports is what the user has.
+    ``needed``: bytes the write needed (``at_least``: only a lower bound is known).
+    """
+    if not isinstance(exc, OSError) or exc.errno not in _NO_SPACE:
+        return None
+    free = _free_bytes(path.parent)
+    need = f"{'more than' if at_least else 'about'} {_mb(needed)} MB"
+    have = "unknown" if free is None else f"{_mb(free)} MB"
+    what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
+    return DiskFullError(
+        f"{what} on {path}: needed {need}, {have} free",
+        hint=f"free some space on the file system of {path.parent} (or write elsewhere), then run again",
+    )
 
 
 def fsync_dir(path: Path) -> None:
@@ -95,8 +142,11 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        full = disk_full_error(exc, path, len(data))
+        if full is not None:
+            raise full from None
         raise
     fsync_dir(parent)
 
@@ -116,6 +166,17 @@ def atomic_write_json(path: Path | str, obj: Any, *, indent: int | None = 2, sor
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                total += Path(dirpath, name).lstat().st_size
+            except OSError:
+                pass
+    return total
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
@@ -126,7 +187,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: Path | str) -> Iterator[Path]:
+def atomic_dir(path: Path | str, *, expected_bytes: int | None = None) -> Iterator[Path]:
     """Build a directory in a temporary beside ``path`` and move it into place when the block succeeds.
 
     Usage::
@@ -137,36 +198,50 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
 
     On success every file in the temporary is fsync'ed and the directory is renamed onto ``path``.
     An existing ``path`` is first renamed aside to ``.<name>.old-<random>/content`` and deleted only after
-    the new directory is in place; if the second rename fails the old directory is renamed back. POSIX
-    has no atomic swap of two directories, so a hard crash between the two renames leaves ``path`` absent
-    and the complete old copy at ``.<name>.old-*/content`` (restore it by renaming). If the block raises,
-    the temporary is deleted and ``path`` is untouched.
+    the new directory is in place; if the second rename fails (or an interruption such as Ctrl-C lands
+    between the two) the old directory is renamed back. POSIX has no atomic swap of two directories, so a
+    hard crash between the two renames leaves ``path`` absent and the complete old copy at
+    ``.<name>.old-*/content`` (restore it by renaming). If the block raises, the temporary is deleted and
+    ``path`` is untouched; a full disk raises :class:`DiskFullError` (``expected_bytes``: the size the
+    directory will have, for its message; else the bytes written so far).
     """
     path = Path(path)
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
     mode = _target_mode(path, 0o777)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        full = disk_full_error(exc, path, expected_bytes or 0, at_least=expected_bytes is None)
+        if full is not None:
+            raise full from None
+        raise
     try:
         yield tmp
         os.chmod(tmp, mode)
         _fsync_tree(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
-            os.rename(path, old / "content")
             try:
+                os.rename(path, old / "content")
                 os.rename(tmp, path)
-            except BaseException:
-                os.rename(old / "content", path)
-                old.rmdir()
+            except BaseException:  # failed, or interrupted (Ctrl-C, SIGTERM) between the renames
+                if not path.exists() and (old / "content").exists():
+                    os.rename(old / "content", path)  # the old directory goes back
+                shutil.rmtree(old, ignore_errors=True)  # empty, or the old copy of a new path already in place
                 raise
             fsync_dir(parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
             fsync_dir(parent)
-    except BaseException:
+    except BaseException as exc:
+        written = _tree_bytes(tmp) if isinstance(exc, OSError) else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        needed = max(expected_bytes or 0, written)
+        full = disk_full_error(exc, path, needed, at_least=expected_bytes is None)
+        if full is not None:
+            raise full from None
         raise
 
 
