@@ -238,17 +238,8 @@ def evaluate_heldout(run: PretrainRun, state: RunState) -> dict[str, float] | No
 
 def save_checkpoint(run: PretrainRun, state: RunState) -> None:
     """A resumable checkpoint (rank 0 writes; every rank waits)."""
-    if run.main:
-        ckpt.save_checkpoint(
-            run.checkpoints(),
-            state.step,
-            model=run.mlm,
-            optimizer=run.optimizer,
-            scaler_state=run.scaler.state_dict() if run.scaler is not None else None,
-            trainer_state=state.to_dict(),
-            keep=run.cfg.train.keep_checkpoints,
-        )
-    dist.barrier()
+    ckpt.save_run_checkpoint(run.checkpoints(), state, model=run.mlm, optimizer=run.optimizer, scaler=run.scaler,
+                             keep=run.cfg.train.keep_checkpoints, main=run.main)  # fmt: skip
 
 
 def model_card(run: PretrainRun, state: RunState, heldout: dict[str, float] | None) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "resume_checkpoint",
     "rng_state",
     "save_checkpoint",
+    "save_run_checkpoint",
     "set_rng_state",
 ]
 
@@ -121,6 +122,33 @@ def save_checkpoint(
         ) from None
     prune(root, keep)
     return path
+
+
+def save_run_checkpoint(
+    root: Path,
+    state: Any,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    keep: int,
+    main: bool,
+) -> None:
+    """A run's resumable checkpoint at ``state.step`` (a :class:`~csrl.train.state.RunState`): rank 0 writes
+    it, every rank waits. Shared by the contrastive trainer and ``csrl pretrain``."""
+    from csrl.train import distributed as dist
+
+    if main:
+        save_checkpoint(
+            root,
+            state.step,
+            model=model,
+            optimizer=optimizer,
+            scaler_state=scaler.state_dict() if scaler is not None else None,
+            trainer_state=state.to_dict(),
+            keep=keep,
+        )
+    dist.barrier()
 
 
 def _step_of(p: Path) -> int | None:

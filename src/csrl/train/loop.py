@@ -279,17 +279,8 @@ def evaluate_dev(run: Run, state: RunState) -> None:
 
 def save_checkpoint(run: Run, state: RunState) -> None:
     """A resumable checkpoint of the run (rank 0 writes; every rank waits)."""
-    if run.main:
-        ckpt.save_checkpoint(
-            run.checkpoints(),
-            state.step,
-            model=run.encoder,
-            optimizer=run.optimizer,
-            scaler_state=run.scaler.state_dict() if run.scaler is not None else None,
-            trainer_state=state.to_dict(),
-            keep=run.cfg.train.keep_checkpoints,
-        )
-    dist.barrier()
+    ckpt.save_run_checkpoint(run.checkpoints(), state, model=run.encoder, optimizer=run.optimizer, scaler=run.scaler,
+                             keep=run.cfg.train.keep_checkpoints, main=run.main)  # fmt: skip
 
 
 def evaluate_test_suite(run: Run, encoder: Encoder, name: str) -> STSResults:
