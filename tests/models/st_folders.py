@@ -137,11 +137,18 @@ class Captured:
 
 
 class _Collect(logging.Handler):
+    """Attached to several loggers of one hierarchy: a record that propagates through two of them (whether
+    ``transformers`` propagates to the root depends on what configured its logging first) counts once."""
+
     def __init__(self, into: list[str]) -> None:
         super().__init__(logging.WARNING)
         self.into = into
+        self.seen: dict[int, logging.LogRecord] = {}  # the records themselves are kept, so ids stay unique
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.seen.get(id(record)) is record:
+            return
+        self.seen[id(record)] = record
         self.into.append(f"{record.name}: {record.getMessage()}")
 
 
