@@ -10,10 +10,12 @@ parent, so the peaks are clean and no contender warms another's caches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +66,13 @@ def wiki_sentences(root: Path, n: int) -> list[str]:
 
 
 class StepTimer:
-    """Records ``perf_counter`` after every optimizer step; throughput excludes the warm-up steps."""
+    """Records ``perf_counter`` once per optimizer step; throughput excludes the warm-up steps.
+
+    ``mark`` does nothing but read the clock, so it can sit inside a trainer (a csrl callback, an HF
+    ``TrainerCallback``) without adding work to the step it times. Marks taken at the same point of every
+    step are one full step apart whatever that point is: the interval from mark ``k`` to mark ``k + 1``
+    holds everything the trainer does once per step.
+    """
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
@@ -73,13 +81,130 @@ class StepTimer:
     def mark(self) -> None:
         self.marks.append(time.perf_counter())
 
+    def _check(self, warmup: int) -> None:
+        if len(self.marks) <= warmup or (warmup == 0 and not self.marks):
+            raise RuntimeError(f"only {len(self.marks)} steps timed, warm-up is {warmup}")
+
     def sentences_per_s(self, batch: int, warmup: int) -> float:
         """Sentences (anchors, not views) per second over steps ``warmup + 1 ... last``."""
-        if len(self.marks) <= warmup:
-            raise RuntimeError(f"only {len(self.marks)} steps timed, warm-up is {warmup}")
+        self._check(warmup)
         start = self.marks[warmup - 1] if warmup > 0 else self.t0
         steps = len(self.marks) - warmup
         return steps * batch / (self.marks[-1] - start)
+
+    def step_seconds(self, warmup: int) -> list[float]:
+        """The wall time of each step after the warm-up (mark to mark)."""
+        self._check(warmup)
+        start = [self.marks[warmup - 1] if warmup > 0 else self.t0, *self.marks[warmup:-1]]
+        return [b - a for a, b in zip(start, self.marks[warmup:], strict=True)]
+
+    def summary(self, batch: int, warmup: int) -> dict[str, float]:
+        """Throughput over the timed window (the honest mean) and the median step (robust to one hiccup)."""
+        steps = self.step_seconds(warmup)
+        return {
+            "sentences_per_s": self.sentences_per_s(batch, warmup),
+            "median_step_ms": 1000 * statistics.median(steps),
+            "timed_steps": len(steps),
+        }
+
+
+# ----------------------------------------------------------------------------- the CPU and csrl's defaults
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The ``flags`` of the first processor in ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The native-bf16 units this CPU reports (``avx512_bf16``, ``amx_bf16``); empty: bf16 is emulated."""
+    flags = cpu_flags()
+    return [f for f in CPU_BF16_FLAGS if f in flags]
+
+
+def resolve_cpu_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` when the CPU has native bf16 units, else ``fp32`` (csrl's rule, decided here
+    once so that every contender of a run uses the same precision); others as given."""
+    if precision == "auto":
+        return "bf16" if cpu_bf16_flags() else "fp32"
+    return precision
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name, with the native-bf16 flags it reports."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    flags = cpu_bf16_flags()
+    return f"{model} ({', '.join(flags) if flags else 'no avx512_bf16/amx_bf16'})"
+
+
+def csrl_default_overrides(
+    *,
+    output_dir: str | Path,
+    model: str,
+    batch: int,
+    steps: int,
+    max_length: int,
+    precision: str,
+    device: str,
+    threads: int | None,
+    train_file: str | Path | None = None,
+    max_sentences: int | None = None,
+) -> list[str]:
+    """``--set`` overrides for csrl's ``train()`` as a user runs it, minus evaluation and checkpoints.
+
+    Left at csrl's defaults: the loss (InfoNCE, temperature 0.05), lr, the non-finite guard
+    (``train.on_nonfinite``), the trackers (``train.report_to``: metrics.jsonl + TensorBoard), compilation.
+    Set: a log line every step and the gradient-paradigm statistics every step (today's defaults, pinned so
+    that the benchmark keeps timing them), no STS evaluation and no periodic checkpoint (they are not
+    training; the end-of-run checkpoint and model save fall after the last timed step), no progress bar
+    (there is no terminal). ``max_sentences``: the records read (one epoch of exactly the timed batches).
+    """
+    out = [
+        f"output_dir={output_dir}",
+        f"model.model={model}",
+        f"data.max_length={max_length}",
+        f"train.batch_size={batch}",
+        f"train.max_steps={steps}",
+        f"train.precision={precision}",
+        f"train.device={device}",
+        "train.log_every=1",
+        "train.paradigm_every=1",
+        "train.eval_every=0",
+        "train.final_eval=false",
+        "train.checkpoint_every=0",
+        "train.progress=false",
+    ]
+    if threads is not None:
+        out.append(f"train.num_threads={threads}")
+    if train_file is not None:
+        out.append(f"data.train_files=[{train_file}]")
+    if max_sentences is not None:
+        out.append(f"data.max_sentences={max_sentences}")
+    return out
+
+
+def trainer_settings(cfg: Any) -> str:
+    """The per-step settings of a csrl ``RunConfig`` that decide what a step costs, as one line."""
+    t = cfg.train
+    keys = ("precision", "log_every", "paradigm_every", "on_nonfinite", "report_to", "compile", "cache_chunk_size")
+    parts = [f"{k}={getattr(t, k)}" for k in keys if hasattr(t, k)]
+    return " ".join(p.replace(" ", "") for p in parts)
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -100,19 +225,28 @@ def run_child(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run ``script --child name`` in a fresh interpreter and return its JSON result (``error`` on failure)."""
+    """Run ``script --child name`` in a fresh interpreter and return its JSON result (``error`` on failure).
+
+    The child leads its own process group, and a timeout kills the whole group: helpers it started (e.g.
+    torch.compile's compile workers) would otherwise keep its output pipes open and the wait going."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(script), "--child", name, "--result", str(out), *argv]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s", "wall_s": time.perf_counter() - t0}
+        with subprocess.Popen(
+            cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return {"error": f"timed out after {timeout:.0f} s", "wall_s": time.perf_counter() - t0}
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+            tail = (stderr or stdout).strip().splitlines()[-6:]
             return {"error": " | ".join(tail) or f"exit code {proc.returncode}", "wall_s": wall}
         res: dict[str, Any] = json.loads(out.read_text())
         res["wall_s"] = wall
@@ -166,15 +300,8 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], *, ma
 
 
 def machine_description(threads: int) -> str:
-    """CPU model, cores, load, torch/transformers versions: one markdown-friendly line."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    """CPU model (and its native-bf16 flags), cores, load, torch/transformers versions: one markdown-friendly line."""
+    model = cpu_model()
     import torch
     import transformers
 

@@ -13,6 +13,12 @@ from tiny_bert import save_tiny_bert
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _embedding_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty embedding cache per test (``csrl eval``, the trainer's untrained-model table), never ~/.cache."""
+    monkeypatch.setenv("CSRL_CACHE_DIR", str(tmp_path_factory.mktemp("embedding-cache")))
+
+
 def data_dir_or_skip() -> Path:
     env = os.environ.get("CSRL_DATA_DIR")
     if not env or not Path(env).is_dir():

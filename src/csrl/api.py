@@ -17,6 +17,8 @@ which run in the test suite.
 ``simulate_paradigm``   paper B's GD/W/R simulation (``csrl paradigm simulate``)
 ``pretrain_encoder``    masked-LM pretraining (``csrl pretrain``)
 ``push_to_hub``         upload a run's best model (``csrl push``)
+``fit_posthoc``         BERT-whitening / all-but-the-top fitted on a corpus, saved in a model folder
+                        (``csrl posthoc fit``)
 ======================  =====================================================================
 """
 
@@ -36,6 +38,7 @@ from csrl.evaluate.encoders import as_encode_fn
 from csrl.losses.registry import register_loss_class
 from csrl.losses.simulate import simulate as simulate_paradigm
 from csrl.models.encoder import Encoder, load_encoder
+from csrl.models.posthoc import fit_posthoc
 from csrl.pipelines.analyze import analyze_model as analyze
 from csrl.pipelines.evaluate import Evaluation, evaluate_model
 from csrl.pipelines.evaluate_any import evaluate_encoder as _evaluate_object
@@ -53,6 +56,7 @@ __all__ = [
     "as_config",
     "encode",
     "evaluate_encoder",
+    "fit_posthoc",
     "load_encoder",
     "pretrain_encoder",
     "push_to_hub",
@@ -88,7 +92,10 @@ def evaluate_encoder(
     ``model``: a name (``pooler``, ``precision``, ``device`` apply, see
     :func:`~csrl.pipelines.evaluate.evaluate_model`) or an encoder object (a csrl :class:`Encoder`, a
     ``SentenceTransformer``, a ``list[str] -> array`` callable or SentEval's ``batcher(params, batch)``; see
-    :func:`~csrl.pipelines.evaluate_any.evaluate_encoder`).
+    :func:`~csrl.pipelines.evaluate_any.evaluate_encoder`). ``cache=True`` (the default folder, as for
+    ``csrl eval``), a folder or an ``EmbeddingCache`` reuses the embeddings of an unchanged model and settings
+    (:mod:`csrl.evaluate.embed_cache`); the default ``False`` encodes every time and writes nothing.
+    ``dims=(64, 128)`` adds STS on the first m coordinates for each m (``result.sts_dims``, as ``csrl eval --dims``).
     """
     root = Path(data_dir) if data_dir is not None else None
     if isinstance(model, str | Path):

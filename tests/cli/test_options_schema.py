@@ -184,6 +184,22 @@ def test_the_bounds_of_a_range_parse(cmd: str, action: argparse.Action, tmp_path
         assert getattr(args, action.dest) == v
 
 
+LIST_OPTIONS = typed(opt.IntListOption)
+
+
+@pytest.mark.parametrize("cmd,action", LIST_OPTIONS, ids=[f"{c}:{flag(a)}" for c, a in LIST_OPTIONS])
+def test_integer_lists_check_every_item(
+    cmd: str, action: argparse.Action, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = action.type
+    assert isinstance(t, opt.IntListOption)
+    for value in ["", ",", "x", f"{t.lo},x", str(t.lo - 1), f"{t.lo},{t.hi + 1}", "1.5", "nan", "1e12"]:
+        code, err = run(argv_with(tuple(cmd.split()), LEAVES[cmd], tmp_path, action, value), capsys)
+        refused(code, err, action)
+    args = LEAVES[cmd].parse_args(argv_with((), LEAVES[cmd], tmp_path, action, f"{t.hi},{t.lo},{t.hi}"))
+    assert getattr(args, action.dest) == (t.lo, t.hi)  # the bounds parse; sorted, each once
+
+
 # ----------------------------------------------------------------------------- paths
 def locked(path: Path, mode: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Take permissions away from ``path``. Root ignores permissions (``os.access`` says yes, writes succeed), so

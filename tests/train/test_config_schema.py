@@ -84,7 +84,7 @@ def _override(key: str, f: dataclasses.Field[Any], is_tuple: bool, text: str) ->
     """``key=text``; for a tuple field, ``text`` replaces its first element (the others keep their default)."""
     if not is_tuple:
         return f"{key}={text}"
-    rest = list(f.default)[1:]  # type: ignore[arg-type]
+    rest = list(f.default or ())[1:]  # type: ignore[arg-type]  (a null default: the value alone)
     return f"{key}=[{', '.join([text, *map(str, rest)])}]"
 
 

@@ -96,7 +96,8 @@ def test_nan_stops_at_the_step_and_names_the_checkpoint(
     cfg = _cfg(tiny_model_dir, tiny_corpus, tmp_path / "run", "loss.name=test-nan-at-3", "train.paradigm_every=0")
     with pytest.raises(NonFiniteError) as err:
         train(cfg)
-    assert "at step 2" in err.value.message and "step-0000002" in (err.value.hint or "")
+    # steps are numbered as in metrics.jsonl and the checkpoint names: the third step is step 3
+    assert "at step 3" in err.value.message and "step-0000002" in (err.value.hint or "")
     for ck in (tmp_path / "run" / "checkpoints").iterdir():
         for v in load_file(str(ck / "model.safetensors")).values():
             assert torch.isfinite(v).all()

@@ -100,6 +100,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         output=args.output,
         strict=args.strict,
+        cache=not args.no_cache,  # the folder: $CSRL_CACHE_DIR, else $XDG_CACHE_HOME/csrl/embeddings, else ~/.cache
+        dims=args.dims,
     )
     modified = ev.data_check.summary() if ev.data_check is not None and not ev.data_check.ok else ""
     if modified:
@@ -113,6 +115,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if ev.transfer is not None:
         print(ev.transfer.to_markdown())
+    if ev.embedding_cache is not None:
+        print(ev.embedding_cache.summary() + "; --no-cache turns it off")
     if modified:
         print("\nWARNING: these scores come from modified data (see above), not comparable with published ones")
     if args.output:
@@ -277,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse data files whose sha256 differs from the data manifest (without it: a warning, and "
         '"data_check" in the JSON)',
     )
+    e.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="encode without the embedding cache (default: reuse the embeddings of an unchanged model and settings "
+        "from $CSRL_CACHE_DIR, else ~/.cache/csrl/embeddings; bounded by $CSRL_CACHE_MAX_BYTES, default 2G)",
+    )
+    e.add_argument(
+        "--dims",
+        type=opt.dims,
+        default=(),
+        help="STS also on the first m coordinates of each embedding, for each m (e.g. 64,128,256: Matryoshka "
+        "embeddings); encoded once at full width, one row per m",
+    )
     _add_common(e)
     e.set_defaults(func=cmd_eval)
 
@@ -362,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     from csrl.cli.hub_cmds import add_parsers as add_hub_parsers
 
     add_hub_parsers(sub)
+    from csrl.cli.posthoc_cmds import add_parsers as add_posthoc_parsers
+
+    add_posthoc_parsers(sub)
     return p
 
 

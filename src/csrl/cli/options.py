@@ -7,7 +7,8 @@ of csrl prints user mistakes (``csrl: error: ...``, then a hint), without a trac
 
 - numbers: :class:`IntOption` / :class:`FloatOption` (ranges as in the config schema,
   :func:`csrl.utils.checks.value_problem`; floats must be finite);
-  ready-made: ``positive_int``, ``nonneg_int``, ``positive_float``, ``batch_size``, ``threads``, ``seed``.
+  ready-made: ``positive_int``, ``nonneg_int``, ``positive_float``, ``batch_size``, ``threads``, ``seed``;
+  :class:`IntListOption` for comma-separated integers (``dims``).
 - paths: :class:`PathOption` of a kind (see :mod:`csrl.utils.checks`): ``existing_file``, ``existing_dir``,
   ``output_file``, ``output_dir``; ``.named("input file", hint=...)`` gives the same check a label.
   A path option returns the path as a string, ``~`` expanded.
@@ -104,6 +105,32 @@ class FloatOption:
         return value
 
 
+@dataclass(frozen=True)
+class IntListOption:
+    """Comma-separated integers, each in ``[lo, hi]`` (``--dims 64,128,256``); returned sorted, each once."""
+
+    lo: int
+    hi: int
+    name: str = "integer list"
+
+    @property
+    def __name__(self) -> str:
+        return self.name
+
+    def __call__(self, text: str) -> tuple[int, ...]:
+        item = IntOption(self.lo, self.hi, self.name)
+        parts = [t.strip() for t in str(text).split(",")]
+        if not any(parts):
+            _fail(f"{text!r} is empty", f"use integers {range_text({'min': self.lo, 'max': self.hi})} joined by commas")
+        values = []
+        for part in parts:
+            try:
+                values.append(item(part))
+            except argparse.ArgumentTypeError as exc:
+                _fail(f"in {text!r}: {exc}")
+        return tuple(sorted(set(values)))
+
+
 _KIND_TEXT = {"file": "file", "dir": "folder", "output_file": "output file", "output_dir": "output folder"}
 
 
@@ -153,6 +180,8 @@ finite_float = FloatOption(name="number")
 batch_size = IntOption(1, MAX_BATCH, "batch size")
 threads = IntOption(1, MAX_THREADS, "thread count")
 seed = IntOption(0, MAX_SEED, "seed")
+MAX_DIM = 1 << 20  # embedding width: no model has more; the model's own width is checked once it is loaded
+dims = IntListOption(1, MAX_DIM, "dimension")
 
 existing_file = PathOption("file")
 existing_dir = PathOption("dir")
@@ -171,11 +200,13 @@ __all__ = [
     "CsrlArgumentParser",
     "config_file",
     "FloatOption",
+    "IntListOption",
     "IntOption",
     "PathOption",
     "batch_size",
     "data_dir",
     "device",
+    "dims",
     "existing_dir",
     "existing_file",
     "finite_float",

@@ -2,7 +2,8 @@
 unified gradient paradigm (GD, W, R) of Li, Zhang & Nie (ACL 2024).
 
 Registered losses: infonce, arccon, mpt, met, mat (contrastive, papers.md 1.2), surrogate (1.5),
-mhe, mhs, barlowtwins, vicreg (1.6, ``variant="ori" | "mod"``), cosent (CoSENT ranking loss); presets
+mhe, mhs, barlowtwins, vicreg (1.6, ``variant="ori" | "mod"``), cosent (CoSENT ranking loss), matryoshka
+(any of them on nested prefixes of the embedding); presets
 of paper B's table in :mod:`csrl.losses.presets`. What each loss needs is declared on its class and read
 by :func:`loss_traits`. Analysis: :mod:`csrl.losses.paradigm`, :mod:`csrl.losses.simulate`.
 """
@@ -25,6 +26,7 @@ from csrl.losses.registry import (
 # Importing the loss modules registers them: a new loss file adds its module to this list.
 from csrl.losses import infonce, arccon, triplet, surrogate, cosent  # noqa: E402,F401  isort: skip
 from csrl.losses import alignment_uniformity, barlow, vicreg  # noqa: E402,F401  isort: skip
+from csrl.losses import matryoshka  # noqa: E402,F401  isort: skip
 from csrl.losses import presets  # noqa: E402,F401  isort: skip
 from csrl.losses.presets import PRESET_LR, PRESET_TRAINING  # noqa: E402  isort: skip
 from csrl.losses._functional import cross_cosine, similarity  # noqa: E402  isort: skip

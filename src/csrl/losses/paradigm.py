@@ -211,9 +211,37 @@ def effective_decomposition(loss: nn.Module, z1: Tensor, z2: Tensor, hard_neg: T
     )
 
 
-def _nanmean(x: Tensor) -> float:
-    x = x[~torch.isnan(x)]
-    return float(x.mean()) if x.numel() else float("nan")
+def _masked_nanmean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` over ``mask`` ignoring NaN, as a 0-d tensor (NaN when nothing is left): no boolean
+    indexing, so no data-dependent shape and no host synchronisation."""
+    keep = mask & ~torch.isnan(x)
+    return torch.where(keep, x, torch.zeros_like(x)).sum() / keep.sum()
+
+
+def step_stats_tensors(loss: nn.Module, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> dict[str, Tensor]:
+    """:func:`step_stats` as 0-d tensors on the embeddings' device, without a host synchronisation: the
+    trainer queues them at a logging step and reads them all at once later (:mod:`csrl.train.loop`)."""
+    hn = None if hard_neg is None else hard_neg.detach().float()
+    with torch.autocast(device_type=z1.device.type, enabled=False):  # full precision even inside autocast
+        dec = effective_decomposition(loss, z1.detach().float(), z2.detach().float(), hn)
+    n, m = dec.cos.shape
+    active = dec.gd > ACTIVE_THRESHOLD
+    everyone = torch.ones_like(active)
+    hardest_w = torch.maximum(dec.w_cross.amax(1), dec.w_same.amax(1))
+    theta = torch.rad2deg(safe_arccos(dec.cos))
+    pos = diag_mask(n, m, dec.cos.device)
+    rows = torch.arange(n, device=dec.cos.device)
+    return {
+        "paradigm/gd_mean": _masked_nanmean(dec.gd, everyone),
+        "paradigm/active_share": active.float().mean(),
+        "paradigm/w_hardest": _masked_nanmean(hardest_w, active),
+        "paradigm/r_mean": _masked_nanmean(dec.r, active),
+        "paradigm/same_view_share": _masked_nanmean(dec.w_same.sum(1), active),
+        "paradigm/other_share": _masked_nanmean(dec.other_share, everyone),
+        "paradigm/pos_angle_deg": theta.diagonal().mean(),
+        "paradigm/neg_angle_deg": _masked_nanmean(theta, ~pos),
+        "paradigm/hardest_neg_angle_deg": theta[rows, hardest_negative(dec.cos)].mean(),
+    }
 
 
 def step_stats(loss: nn.Module, z1: Tensor, z2: Tensor, hard_neg: Tensor | None = None) -> dict[str, float]:
@@ -225,28 +253,12 @@ def step_stats(loss: nn.Module, z1: Tensor, z2: Tensor, hard_neg: Tensor | None 
     W mass on same-view negatives, active anchors), ``paradigm/other_share`` (mean share of the gradient
     outside the paradigm), ``paradigm/pos_angle_deg`` (mean theta_ii'), ``paradigm/neg_angle_deg``
     (mean theta_ij' over all negatives, hard negatives included), ``paradigm/hardest_neg_angle_deg``.
-    Does not touch the training graph; runs in float32 with autocast disabled.
+    Means skip NaN entries; a mean over no anchor is NaN. Does not touch the training graph; runs in
+    float32 with autocast disabled. One host read (:func:`step_stats_tensors` is the read-free form).
     """
-    hn = None if hard_neg is None else hard_neg.detach().float()
-    with torch.autocast(device_type=z1.device.type, enabled=False):  # full precision even inside autocast
-        dec = effective_decomposition(loss, z1.detach().float(), z2.detach().float(), hn)
-    n, m = dec.cos.shape
-    active = dec.gd > ACTIVE_THRESHOLD
-    hardest_w = torch.maximum(dec.w_cross.amax(1), dec.w_same.amax(1))
-    theta = torch.rad2deg(safe_arccos(dec.cos))
-    pos = diag_mask(n, m, dec.cos.device)
-    rows = torch.arange(n, device=dec.cos.device)
-    return {
-        "paradigm/gd_mean": _nanmean(dec.gd),
-        "paradigm/active_share": float(active.float().mean()),
-        "paradigm/w_hardest": _nanmean(hardest_w[active]),
-        "paradigm/r_mean": _nanmean(dec.r[active]),
-        "paradigm/same_view_share": _nanmean(dec.w_same.sum(1)[active]),
-        "paradigm/other_share": _nanmean(dec.other_share),
-        "paradigm/pos_angle_deg": float(theta.diagonal().mean()),
-        "paradigm/neg_angle_deg": float(theta[~pos].mean()),
-        "paradigm/hardest_neg_angle_deg": float(theta[rows, hardest_negative(dec.cos)].mean()),
-    }
+    stats = step_stats_tensors(loss, z1, z2, hard_neg)
+    values = torch.stack(list(stats.values())).tolist()
+    return dict(zip(stats, values, strict=True))
 
 
 __all__ = [
@@ -257,4 +269,5 @@ __all__ = [
     "gd_scale",
     "paradigm_gradient",
     "step_stats",
+    "step_stats_tensors",
 ]

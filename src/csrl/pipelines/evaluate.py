@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+
+import numpy as np
 
 from csrl.data.manifest import ManifestEntry, check_data_dir, default_manifest
 from csrl.data.sts import default_data_dir, load_sts_suite
 from csrl.errors import CsrlError
+from csrl.evaluate.embed_cache import CacheStats, EmbeddingCache, encoder_encode_fn
 from csrl.evaluate.sts import STSResults, evaluate_sts, markdown_table
 from csrl.evaluate.transfer import TransferResults, evaluate_transfer
 from csrl.models.encoder import load_encoder
@@ -113,6 +116,8 @@ class Evaluation:
     sts: STSResults | None = None
     transfer: TransferResults | None = None
     data_check: DataCheck | None = None  # None when the data folder does not exist (the loaders say so)
+    embedding_cache: CacheStats | None = None  # what the embedding cache did; None when it was off
+    sts_dims: dict[int, STSResults] = field(default_factory=dict)  # STS of the first m coordinates (--dims)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"precision": self.precision}
@@ -120,13 +125,16 @@ class Evaluation:
             out["data_check"] = self.data_check.to_dict()
         if self.sts is not None:
             out["sts"] = json.loads(self.sts.to_json())
+        if self.sts_dims:
+            out["sts_dims"] = {str(m): json.loads(r.to_json()) for m, r in self.sts_dims.items()}
         if self.transfer is not None:
             out["transfer"] = json.loads(self.transfer.to_json())
         return out
 
     def sts_markdown(self) -> str:
         assert self.sts is not None
-        return markdown_table({self.label: self.sts}, aggregate=self.aggregate)
+        rows = {self.label: self.sts, **{f"{self.label} [:{m}]": r for m, r in self.sts_dims.items()}}
+        return markdown_table(rows, aggregate=self.aggregate)
 
 
 def parse_task_groups(text: str) -> set[str]:
@@ -137,6 +145,37 @@ def parse_task_groups(text: str) -> set[str]:
             f"unknown task group(s) {', '.join(sorted(unknown))}", hint="use --tasks sts, transfer or sts,transfer"
         )
     return tasks
+
+
+def check_dims(dims: Sequence[int], width: int) -> tuple[int, ...]:
+    """``dims`` sorted and deduplicated; CsrlError for a truncation the ``width``-dim embedding does not have."""
+    out = tuple(sorted(set(dims)))
+    bad = [m for m in out if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= width]
+    if bad:
+        raise CsrlError(
+            f"dims {', '.join(map(str, bad))}: the embedding has {width} dimensions",
+            hint=f"truncate to between 1 and {width} dimensions (the first m coordinates are kept)",
+        )
+    return out
+
+
+class _EncodeOnce:
+    """``encode`` that remembers its last call: the full-width STS embeddings are encoded (or read from the
+    cache) once and every truncation is a slice of them."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], Any]) -> None:
+        self.encode = encode
+        self.key: tuple[str, ...] | None = None
+        self.value: np.ndarray | None = None
+
+    def __call__(self, sentences: Sequence[str]) -> np.ndarray:
+        key = tuple(sentences)
+        if self.value is None or key != self.key:
+            self.value, self.key = np.asarray(self.encode(sentences)), key
+        return self.value
+
+    def truncated(self, m: int) -> Callable[[Sequence[str]], np.ndarray]:
+        return lambda sentences: self(sentences)[:, :m]
 
 
 def evaluate_model(
@@ -153,6 +192,8 @@ def evaluate_model(
     device: str | None = None,
     output: Path | str | None = None,
     strict: bool = False,
+    cache: bool | str | Path | EmbeddingCache | None = False,
+    dims: Sequence[int] = (),
 ) -> Evaluation:
     """Evaluate ``model`` on the task groups in ``tasks`` (``sts``, ``transfer``); JSON to ``output`` if given.
 
@@ -160,19 +201,26 @@ def evaluate_model(
     (transfer). ``precision``: fp32 (reproduces papers.md 4.1), ``auto`` (bf16 where native, else fp32),
     bf16 or fp16 autocast. The data files read are first checked against the manifest
     (:func:`check_evaluation_data`, in ``result.data_check``); ``strict`` refuses data that differs.
+    ``cache``: the embedding cache (:mod:`csrl.evaluate.embed_cache`): True its default folder, a path, or
+    an ``EmbeddingCache``; a repeated evaluation of the same model and settings then reads the embeddings
+    (bitwise the same) instead of encoding (``result.embedding_cache`` says what it did).
+    ``dims``: STS also on the first m coordinates of each embedding, for each m (Matryoshka embeddings):
+    encoded once at full width, each truncation scored with the usual cosine (``result.sts_dims``).
     """
     groups = parse_task_groups(tasks)
     root, check = checked_data(data_dir, groups, strict=strict)
     enc = load_encoder(model, pooler=pooler, device=device)
+    dims = check_dims(dims, enc.embedding_dim)  # before any encoding
     precision = resolve_precision(precision, enc.device, setting="--precision")
     dtype = autocast_dtype(precision, enc.device.type, setting="--precision")
 
-    def encode(sentences: Any) -> Any:
-        return enc.encode(sentences, batch_size=batch_size, autocast_dtype=dtype)
-
+    encode = encoder_encode_fn(enc, batch_size=batch_size, autocast_dtype=dtype, cache=cache)
     result = Evaluation(f"{Path(model).name or model} ({enc.pooler})", enc.pooler, precision, aggregate)
     result.data_check = check
-    return run_task_groups(result, encode, groups, root, protocol=protocol, mrpc_features=mrpc_features, output=output)
+    result.embedding_cache = encode.stats
+    return run_task_groups(
+        result, encode, groups, root, protocol=protocol, mrpc_features=mrpc_features, output=output, dims=dims
+    )
 
 
 def checked_data(data_dir: Path | None, groups: set[str], *, strict: bool) -> tuple[Path, DataCheck | None]:
@@ -197,10 +245,18 @@ def run_task_groups(
     protocol: str,
     mrpc_features: str,
     output: Path | str | None,
+    dims: Sequence[int] = (),
 ) -> Evaluation:
-    """Score ``encode`` on the STS suite and/or the transfer tasks into ``result``; JSON to ``output``."""
+    """Score ``encode`` on the STS suite and/or the transfer tasks into ``result``; JSON to ``output``.
+    ``dims``: STS of each truncation too (:func:`evaluate_model`); the transfer tasks use the full width."""
     if "sts" in groups:
-        result.sts = evaluate_sts(encode, load_sts_suite(root), aggregate=result.aggregate)
+        suite = load_sts_suite(root)
+        once = _EncodeOnce(encode)
+        result.sts = evaluate_sts(once if dims else encode, suite, aggregate=result.aggregate)
+        if dims:
+            assert once.value is not None
+            for m in check_dims(dims, once.value.shape[1]):
+                result.sts_dims[m] = evaluate_sts(once.truncated(m), suite, aggregate=result.aggregate)
     if "transfer" in groups:
         # one call: the encoder sorts all distinct sentences by token count and batches them itself
         features = cast(Literal["senteval", "full"], mrpc_features)
@@ -214,6 +270,7 @@ __all__ = [
     "TASK_GROUPS",
     "DataCheck",
     "Evaluation",
+    "check_dims",
     "check_evaluation_data",
     "checked_data",
     "evaluate_model",

@@ -2,6 +2,11 @@
 
 A step's position is ``(epoch, position)``; both are part of :class:`~csrl.train.state.RunState`, so a
 resumed run reads exactly the batches an uninterrupted run would have read.
+
+Every batch holds ``batch_size / world_size`` records (the samplers drop an epoch's incomplete last batch),
+so a step's features have a fixed row count; under ``train.compile=reduce-overhead`` (or with
+``train.length_buckets``) their length is padded to one of a few buckets (:func:`pad_to_bucket`,
+:mod:`csrl.train.compile`), so compiled graphs and CUDA graphs see a few shapes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from csrl.data.corpora import CorpusLike
@@ -20,6 +26,7 @@ from csrl.data.sts import default_data_dir
 from csrl.errors import CsrlError
 from csrl.losses.registry import loss_traits
 from csrl.models.encoder import Encoder
+from csrl.train.compile import length_buckets
 from csrl.train.config import RunConfig
 
 
@@ -49,7 +56,9 @@ def resolve_train_sources(cfg: RunConfig, data_dir: Path | None) -> list[Path | 
         if not p.is_file() and not is_dataset_folder(p):  # a dataset folder is read by csrl.data.hf
             raise CsrlError(
                 f"training file {p} is a folder, not a file, and holds no dataset (no data files, not written by "
-                "Dataset.save_to_disk)" if p.is_dir() else f"training file {p} is not a file",
+                "Dataset.save_to_disk)"
+                if p.is_dir()
+                else f"training file {p} is not a file",
                 hint="data.train_files lists corpus files (text, CSV, TSV, JSONL, Parquet), dataset folders "
                 "or hf:// Hub datasets",
             )
@@ -85,15 +94,38 @@ class _Prefix:
         return self.corpus.get(i)
 
 
+def pad_to_bucket(features: dict[str, Tensor], buckets: tuple[int, ...], *, pad_id: int) -> dict[str, Tensor]:
+    """``features`` widened to the smallest of the increasing ``buckets`` that holds the longest row.
+
+    The new columns are appended on the right whatever the tokenizer's padding side: ``input_ids`` get
+    ``pad_id``, ``attention_mask`` and ``token_type_ids`` 0. Real tokens keep their positions (also under left
+    padding, where a decoder numbers positions from the left edge) and no pooler reads a masked column, so the
+    embeddings do not change. Other keys are refused rather than padded with a guess.
+    """
+    width = int(features["input_ids"].shape[1])
+    target = next((b for b in buckets if b >= width), None)
+    if target is None:
+        raise ValueError(f"a batch of {width} tokens is longer than the largest length bucket {buckets[-1]}")
+    fills = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
+    unknown = set(features) - set(fills)
+    if unknown:
+        raise ValueError(f"cannot pad the features {sorted(unknown)} to a length bucket (no known padding value)")
+    if target == width:
+        return features
+    extra = target - width
+    return {k: torch.nn.functional.pad(v, (0, extra), value=fills[k]) for k, v in features.items()}
+
+
 @dataclass
 class TrainingData:
     """The corpus and this rank's sampler. ``n_views``: views per record in the forward (2 for single sentences:
-    two dropout views of each)."""
+    two dropout views of each). ``length_buckets``: the lengths a batch is padded to (None: its longest row)."""
 
     corpus: CorpusLike
     sampler: EpochSampler
     n_records: int
     warned_duplicates: bool = False
+    length_buckets: tuple[int, ...] | None = None
 
     @property
     def n_fields(self) -> int:
@@ -121,13 +153,16 @@ class TrainingData:
         return records
 
     def features(self, records: list[tuple[str, ...]], encoder: Encoder, max_length: int) -> dict[str, Tensor]:
-        """Tokenised views, view-major: all anchors, then all positives (then hard negatives)."""
+        """Tokenised views, view-major: all anchors, then all positives (then hard negatives); padded to a
+        length bucket when there are buckets (:func:`pad_to_bucket`)."""
         if self.n_fields == 1:
             texts = [r[0] for r in records]
             flat = texts + texts  # two dropout views of each sentence, one forward
         else:
             flat = [r[v] for v in range(self.n_fields) for r in records]
         features = encoder.tokenize(flat, max_length=max_length)
+        if self.length_buckets is not None:
+            features = pad_to_bucket(features, self.length_buckets, pad_id=encoder.tokenizer.pad_token_id or 0)
         return {k: v.to(encoder.device) for k, v in features.items()}
 
 
@@ -150,13 +185,14 @@ def open_training_data(cfg: RunConfig, data_dir: Path | None, *, rank: int, worl
         sampler = NoDuplicatesSampler(keys, local_bs, t.seed, rank=rank, world_size=world_size, **grouping)
     else:
         sampler = EpochSampler(n_records, local_bs, t.seed, rank=rank, world_size=world_size, **grouping)
-    return TrainingData(corpus, sampler, n_records)
+    return TrainingData(corpus, sampler, n_records, length_buckets=length_buckets(cfg))
 
 
 __all__ = [
     "TrainingData",
     "check_batch_semantics",
     "open_training_data",
+    "pad_to_bucket",
     "resolve_train_files",
     "resolve_train_sources",
 ]

@@ -31,6 +31,8 @@ from csrl.utils.precision import PRECISIONS
 
 MAX_BATCH = 1 << 20  # sentences per step: the (B, 2B) similarity matrix alone would exceed any device beyond
 MAX_CHUNK = 1 << 16  # rows encoded at once (evaluation, GradCache chunks): more exhausts memory in activations
+COMPILE_MODES = ("off", "default", "reduce-overhead")  # train.compile; csrl.train.compile applies them
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 def _device_problem(name: str) -> str | None:
@@ -101,6 +103,7 @@ class TrainConfig:
         None, min=1, max=MAX_CHUNK, help="GradCache: embed the batch in chunks of this size; null = off"
     )
     max_grad_norm: float | None = setting(None, gt=0, help="gradient clipping norm; null = off")
+    fused_adamw: bool = True  # fused AdamW kernel where the device has it (CPU, CUDA); false = torch's default loop
     mlm_weight: float = setting(
         0.0, min=0, max=100.0, help="SimCSE's MLM auxiliary loss weight (SimCSE: 0.1), needs an MLM head; 0 = off"
     )  # csrl.train.mlm_aux
@@ -108,7 +111,24 @@ class TrainConfig:
     max_nonfinite_skips: int = setting(
         20, min=1, help="skip mode: stop after this many consecutive non-finite steps (default 20)"
     )
-    compile: bool = False  # torch.compile the backbone
+    compile: str = setting(
+        "off",
+        choices=COMPILE_MODES,
+        help="torch.compile the backbone: off, default, or reduce-overhead (length buckets + CUDA graphs on GPU, "
+        "csrl.train.compile); true/false (older configs) read as default/off",
+    )
+    compile_backend: str = setting(
+        "inductor",
+        choices=COMPILE_BACKENDS,
+        help="torch.compile backend (aot_eager/eager: fast to compile, for tests; CUDA graphs need inductor)",
+    )
+    length_buckets: tuple[int, ...] | None = setting(
+        None,
+        min=1,
+        max=MAX_TOKENS,
+        help="pad training batches to the smallest of these lengths (increasing, data.max_length added last); "
+        "null: under compile=reduce-overhead multiples of 8*ceil(max_length/64), else no buckets",
+    )
     progress: bool = True  # progress bar
     report_to: tuple[str, ...] = ("tensorboard",)  # trackers: tensorboard, wandb, mlflow (csrl.train.trackers)
     tracking_project: str = "csrl"  # W&B project / MLflow experiment name
@@ -207,6 +227,11 @@ RETIRED_KEYS = {
 }
 """Keys that existed once, with the reason they are gone and what to use instead."""
 
+LEGACY_VALUES: dict[str, dict[bool, str]] = {"train.compile": {True: "default", False: "off"}}
+"""Values of keys whose type changed, read as what they meant: ``train.compile`` was a boolean (true: plain
+``torch.compile``), so older configs, ``--set train.compile=true`` and the ``config.json`` of older runs,
+which a resume reads and compares, keep working."""
+
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -227,6 +252,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
                 hint=(f"did you mean {', '.join(prefix + c for c in close)}? " if close else "")
                 + f"valid keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(hints)}",
             )
+        if full in LEGACY_VALUES and isinstance(value, bool):
+            value = LEGACY_VALUES[full][value]
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
@@ -307,7 +334,30 @@ def _validate(cfg: RunConfig) -> RunConfig:
             "train.mlm_weight > 0 with train.cache_chunk_size: the MLM auxiliary loss is not cached yet",
             hint="use one of the two (train.cache_chunk_size=null, or train.mlm_weight=0)",
         )
+    _check_compile(cfg)
     return dataclasses.replace(cfg, loss=_check_loss(cfg.loss))
+
+
+def _check_compile(cfg: RunConfig) -> None:
+    """Length buckets that are not a few increasing lengths up to ``data.max_length``, and GradCache under
+    CUDA graphs (:mod:`csrl.train.compile`)."""
+    t, longest = cfg.train, cfg.data.max_length
+    buckets = t.length_buckets
+    if buckets is not None and (
+        not buckets or any(a >= b for a, b in zip(buckets, buckets[1:], strict=False)) or buckets[-1] > longest
+    ):
+        raise CsrlError(
+            f"train.length_buckets={list(buckets)} must be increasing lengths up to data.max_length={longest} "
+            "(no row is longer, so a longer bucket would never be used; data.max_length is added last)",
+            hint=f"e.g. train.length_buckets=[{', '.join(str(b) for b in range(8, longest + 1, 8)) or longest}], "
+            "or null for the default",
+        )
+    if t.compile == "reduce-overhead" and t.cache_chunk_size is not None:
+        raise CsrlError(
+            "train.compile=reduce-overhead with train.cache_chunk_size: GradCache's chunks (a shorter last one, "
+            "forwards without and with a graph, replayed dropout RNG) do not fit fixed-shape CUDA graphs",
+            hint="use train.compile=default with GradCache, or train.cache_chunk_size=null",
+        )
 
 
 # --------------------------------------------------------------------------- loading
@@ -382,12 +432,15 @@ def build_section(cls: type[_T], raw: Mapping[str, Any], prefix: str = "") -> _T
 RESUME_CADENCE_KEYS = frozenset({
     "train.log_every", "train.eval_every", "train.eval_batch_size", "train.final_eval", "train.final_eval_pooler",
     "train.checkpoint_every", "train.keep_checkpoints", "train.paradigm_every", "train.dynamics_every",
-    "train.dynamics_probe_size", "train.progress", "train.num_threads", "train.compile", "train.on_nonfinite",
+    "train.dynamics_probe_size", "train.progress", "train.num_threads", "train.compile", "train.compile_backend",
+    "train.length_buckets", "train.on_nonfinite",
     "train.max_nonfinite_skips", "train.report_to", "train.tracking_project",
 })  # fmt: skip
 """Keys a resumed run may change: when it logs, evaluates, checkpoints and reports, its threads and
 compilation, and what it does on a non-finite step. They change no finite update, so the resumed run
-follows the trajectory it started on; the change is recorded in ``RUN_DIR/resume_log.jsonl``.
+follows the trajectory it started on; the change is recorded in ``RUN_DIR/resume_log.jsonl``. (Compilation
+and its length buckets change the bits, not the objective: inductor draws its dropout masks from its own
+generator, and padding changes the shapes dropout draws for, so masks differ but are equally distributed.)
 
 Every other key (model, loss and its parameters, data, batch size, lr, warm-up, schedule length, precision,
 seed, device, clipping, and ``train.cache_chunk_size``, whose chunks draw different dropout masks) would

@@ -33,22 +33,25 @@ import torch
 from torch import nn
 
 from csrl.errors import CsrlError, NonFiniteError
+from csrl.evaluate.embed_cache import encoder_encode_fn
 from csrl.evaluate.sts import STSResults, evaluate_sts_suite, markdown_table, stsb_dev_score
-from csrl.losses.paradigm import step_stats
+from csrl.losses.paradigm import step_stats_tensors
 from csrl.losses.registry import LossOutput
 from csrl.models.encoder import Encoder, pooler_override
 from csrl.models.save import save_encoder
 from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
 from csrl.train.callbacks import Callback, StepInfo
+from csrl.train.compile import mark_step
 from csrl.train.config import RunConfig
+from csrl.train.guard import CODE_NAMES, OK, HostGuard
 from csrl.train.mlm_aux import auxiliary_mlm_loss
 from csrl.train.records import progress_bar
 from csrl.train.run_lock import acquire_lock, run_folder, stopped_message
 from csrl.train.schedule import lr_at
 from csrl.train.setup import Run, set_up_run
 from csrl.train.state import RunState
-from csrl.train.step import Views, cached_embed_and_backward, embed_and_backward, grads_finite
+from csrl.train.step import Views, cached_embed_and_backward, embed_and_backward
 from csrl.utils.io import atomic_write_text
 
 
@@ -139,6 +142,8 @@ def _run_steps(run: Run, state: RunState, before: STSResults | None) -> RunResul
     progress = progress_bar(run.total, state.step, enabled=t.progress and run.main)
     run.encoder.train()
     started, sentences = time.perf_counter(), 0
+    queued: list[PendingLog] = []  # logged steps whose values are still on the device (rank 0)
+    last_logged = state.step  # every rank settles at the same steps
     while state.step < run.total:
         if state.position >= run.data.steps_in_epoch(state.epoch):  # end of an epoch
             next_epoch(run, state)
@@ -149,15 +154,20 @@ def _run_steps(run: Run, state: RunState, before: STSResults | None) -> RunResul
         state.step, state.position = state.step + 1, state.position + 1
         sentences += len(records) * dist.world_size()
 
-        if run.main and (state.step % t.log_every == 0 or state.step == run.total):
-            rate = sentences / max(time.perf_counter() - started, 1e-9)
-            log_step(run, state, out, views, lr=lr, sentences_per_s=rate)
-        progress(state.step, float(out.total.detach()))
-
         evaluated = bool(t.eval_every) and (state.step % t.eval_every == 0 or state.step == run.total)
+        saved = (t.checkpoint_every and state.step % t.checkpoint_every == 0) or evaluated or state.step == run.total
+        if state.step % t.log_every == 0 or state.step == run.total:
+            # read the previous logged step's values now that this step's work is queued (no device stall)
+            settle(run, state, queued, upto=last_logged, progress=progress)
+            last_logged = state.step
+            if run.main:
+                rate = sentences / max(time.perf_counter() - started, 1e-9)
+                queued.append(log_step(run, state, out, views, lr=lr, sentences_per_s=rate))
+        if saved or run.guard.must_settle():  # evaluation, checkpoint, end, or a host guard's bad step
+            settle(run, state, queued, upto=state.step, progress=progress)
         if evaluated:
             evaluate_dev(run, state)
-        if (t.checkpoint_every and state.step % t.checkpoint_every == 0) or evaluated or state.step == run.total:
+        if saved:
             save_checkpoint(run, state)
     progress(-1, 0.0)
     return finish(run, state, before)
@@ -178,14 +188,17 @@ def next_epoch(run: Run, state: RunState) -> None:
 def training_step(run: Run, state: RunState, records: list[tuple[str, ...]], lr: float) -> tuple[LossOutput, Views]:
     """One optimizer step on ``records``: embed, loss, backward, non-finite guard, update.
 
-    A non-finite loss or gradient applies no update: ``on_nonfinite=stop`` raises :class:`NonFiniteError`
-    (naming the last good checkpoint), ``skip`` goes on (:func:`skip_nonfinite`).
+    No host synchronisation: the non-finite guard (:mod:`csrl.train.guard`) decides on the device whether
+    the update applies (a NaN/Inf loss or gradient applies none) and the host reads its decisions at the
+    next settle point (:func:`settle`), which raises or counts skips by ``train.on_nonfinite``. The step
+    back-propagates whatever the loss is; a non-finite one only ever reaches gradients that are dropped.
     """
     t = run.cfg.train
     features = run.data.features(records, run.encoder, run.cfg.data.max_length)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    run.optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)  # set_to_none: CUDA-graph gradients must be freed each step
+    mark_step(run.model)  # train.compile=reduce-overhead on CUDA: a new graph replay begins
     scale = run.scaler.scale if run.scaler is not None else (lambda x: x)
     if t.cache_chunk_size is not None:
         out, views = cached_embed_and_backward(
@@ -197,41 +210,74 @@ def training_step(run: Run, state: RunState, records: list[tuple[str, ...]], lr:
             run.model, features, run.data.n_views, run.loss_fn, autocast=run.autocast, scale=scale,
             extra_loss=mlm if t.mlm_weight else None,
         )  # fmt: skip
-    loss_finite = bool(torch.isfinite(out.total))
-    # fp16: overflowing scaled gradients are the loss scaler's business (it skips the step and lowers the scale)
-    if not (loss_finite and (run.scaler is not None or grads_finite(run.params))):
-        if t.on_nonfinite == "stop":
-            run.metrics.close()
-            raise NonFiniteError(
-                f"non-finite {'loss' if not loss_finite else 'gradient'} at step {state.step} "
-                f"(loss={float(out.total.detach())}); no update was applied and no weights were written",
-                hint=f"last good checkpoint: {ckpt.latest_checkpoint(run.checkpoints()) or 'none'}; resume it "
-                f"skipping such steps (csrl train --resume {run.run_dir} --set train.on_nonfinite=skip), or start a "
-                "new run with a lower train.lr, precision=fp32 or train.max_grad_norm (a resume refuses them)",
-            )
-        skip_nonfinite(run, state, loss_finite)
-        return out, views
-    state.consecutive_skips = 0
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
+    run.guard.check(out.total, run.params, run.optimizer, state.step + 1)
+    if isinstance(run.guard, HostGuard) and run.guard.last_code != OK:
+        run.optimizer.zero_grad(set_to_none=True)  # no update; settle() counts it or stops the run
+        return out, views
     if t.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(run.params, t.max_grad_norm)
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
         run.scaler.update()
     else:
-        run.optimizer.step()
+        run.optimizer.step()  # fused AdamW: skipped on the device when the guard found a non-finite value
     return out, views
 
 
-def skip_nonfinite(run: Run, state: RunState, loss_finite: bool) -> None:
-    """``on_nonfinite=skip``: drop this step's gradients, count it in ``state`` and log
-    ``train/nonfinite_skipped``; ``train.max_nonfinite_skips`` skipped steps in a row stop the run."""
-    t = run.cfg.train
-    run.optimizer.zero_grad(set_to_none=True)
-    step = state.step + 1  # this step's number in metrics.jsonl and in checkpoint names
+@dataclass
+class PendingLog:
+    """A logged step whose values may still be device tensors; :meth:`read` turns them into floats at once."""
+
+    step: int
+    values: dict[str, float | torch.Tensor]
+
+    def read(self) -> dict[str, float]:
+        tensors = {k: v for k, v in self.values.items() if isinstance(v, torch.Tensor)}
+        read = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist() if tensors else []
+        floats = dict(zip(tensors, read, strict=True))
+        return {k: floats[k] if k in floats else float(v) for k, v in self.values.items()}
+
+
+def settle(
+    run: Run, state: RunState, queued: list[PendingLog], *, upto: int, progress: Callable[[int, float], None]
+) -> None:
+    """Read what the device holds for the steps numbered ``<= upto``: the guard's decisions, replayed into
+    ``state`` in step order (``stop`` raises at the first non-finite step; ``skip`` counts it, logs
+    ``train/nonfinite_skipped`` and raises at ``max_nonfinite_skips`` in a row), and the queued logged
+    steps, written to the metrics in the same order. Every rank settles at the same steps."""
+    decisions = run.guard.settle(upto).steps
+    while queued and queued[0].step <= upto:
+        entry = queued.pop(0)
+        for step, code in [d for d in decisions if d[0] <= entry.step]:
+            replay_guard(run, state, step, code)
+        decisions = [d for d in decisions if d[0] > entry.step]
+        values = entry.read()
+        run.metrics.log(entry.step, values)
+        progress(entry.step, values["train/loss"])
+    for step, code in decisions:
+        replay_guard(run, state, step, code)
+
+
+def replay_guard(run: Run, state: RunState, step: int, code: int) -> None:
+    """One guard decision on the host: a finite step ends a streak; a non-finite one stops the run
+    (``on_nonfinite=stop``) or is counted (``skip``, at most ``max_nonfinite_skips`` in a row)."""
+    if code == OK:
+        state.consecutive_skips = 0
+        return
+    t, what = run.cfg.train, CODE_NAMES[code]
+    if t.on_nonfinite == "stop":
+        run.metrics.close()
+        raise NonFiniteError(
+            f"non-finite {what} at step {step}; no update was applied from that step on and no weights were written",
+            hint=f"last good checkpoint: {ckpt.latest_checkpoint(run.checkpoints()) or 'none'}; resume it "
+            f"skipping such steps (csrl train --resume {run.run_dir} --set train.on_nonfinite=skip), or start a "
+            "new run with a lower train.lr, precision=fp32 or train.max_grad_norm (a resume refuses them)",
+        )
     state.record_skip(step)
-    run.metrics.log(step, {"train/nonfinite_skipped": 1.0})
+    if run.main:
+        run.metrics.log(step, {"train/nonfinite_skipped": 1.0})
     if state.consecutive_skips < t.max_nonfinite_skips:
         return
     run.metrics.close()
@@ -239,28 +285,32 @@ def skip_nonfinite(run: Run, state: RunState, loss_finite: bool) -> None:
     before = [p for p in ckpt.list_checkpoints(run.checkpoints()) if int(p.name[len(ckpt.PREFIX) :]) < first]
     raise NonFiniteError(
         f"{state.consecutive_skips} consecutive non-finite steps ({first}-{step}, the last with a non-finite "
-        f"{'loss' if not loss_finite else 'gradient'}) reached train.max_nonfinite_skips={t.max_nonfinite_skips}; "
-        f"{state.skip_summary()}",
+        f"{what}) reached train.max_nonfinite_skips={t.max_nonfinite_skips}; {state.skip_summary()}",
         hint=f"last good checkpoint (before the streak): {before[-1] if before else 'none'}; start a new run with "
         "a lower train.lr, precision=fp32 or train.max_grad_norm (a resume refuses them), or resume with a higher "
         f"train.max_nonfinite_skips (csrl train --resume {run.run_dir} --set train.max_nonfinite_skips=N)",
     )
 
 
-def log_step(run: Run, state: RunState, out: LossOutput, views: Views, *, lr: float, sentences_per_s: float) -> None:
-    """Loss, lr and loss terms, the gradient paradigm's statistics, and the callbacks' values -> metrics."""
+def log_step(
+    run: Run, state: RunState, out: LossOutput, views: Views, *, lr: float, sentences_per_s: float
+) -> PendingLog:
+    """Loss, lr and loss terms, the gradient paradigm's statistics, and the callbacks' values, queued for the
+    metrics: the device values stay on the device until :func:`settle` reads them all in one transfer."""
     t = run.cfg.train
     # compute_loss multiplies by the world size for DDP's gradient mean; log the global-batch loss itself
-    values = {"train/loss": float(out.total.detach()) / dist.world_size(), "train/lr": lr, "train/epoch": state.epoch}
-    values.update({f"loss/{k}": float(v) for k, v in out.terms.items()})
+    values: dict[str, float | torch.Tensor] = {
+        "train/loss": out.total.detach() / dist.world_size(), "train/lr": lr, "train/epoch": state.epoch
+    }  # fmt: skip
+    values.update({f"loss/{k}": v.detach() if isinstance(v, torch.Tensor) else v for k, v in out.terms.items()})
     hard = None if views.hard_neg is None else views.hard_neg.detach()
     info = StepInfo(state.step, Views(views.z1.detach(), views.z2.detach(), hard), out, run.loss_fn, run.encoder)
     if t.paradigm_every and state.step % t.paradigm_every == 0:
-        values.update(step_stats(run.loss_fn, info.views.z1, info.views.z2, info.views.hard_neg))
+        values.update(step_stats_tensors(run.loss_fn, info.views.z1, info.views.z2, info.views.hard_neg))
     for cb in run.callbacks:
         values.update(cb(info) or {})
     values["train/sentences_per_s"] = sentences_per_s
-    run.metrics.log(state.step, values)
+    return PendingLog(state.step, values)
 
 
 def evaluate_dev(run: Run, state: RunState) -> None:
@@ -286,8 +336,11 @@ def save_checkpoint(run: Run, state: RunState) -> None:
 def evaluate_test_suite(run: Run, encoder: Encoder, name: str) -> STSResults:
     """The 7 STS test sets with ``train.final_eval_pooler``; written to ``results/<name>``."""
     t = run.cfg.train
+    # the untrained model's table is cached (a sweep's cells share it); a trained model is new every run
+    cached = name == "sts_before.json"
     with pooler_override(encoder, t.final_eval_pooler):
-        res = evaluate_sts_suite(lambda s: encoder.encode(s, batch_size=t.eval_batch_size), run.data_dir)
+        encode = encoder_encode_fn(encoder, batch_size=t.eval_batch_size, cache=cached, log=run.log)
+        res = evaluate_sts_suite(encode, run.data_dir)
     atomic_write_text(run.run_dir / "results" / name, res.to_json())
     return res
 
@@ -319,9 +372,11 @@ __all__ = [
     "evaluate_dev",
     "finish",
     "log_step",
+    "PendingLog",
     "next_epoch",
+    "replay_guard",
     "save_checkpoint",
-    "skip_nonfinite",
+    "settle",
     "train",
     "training_step",
 ]

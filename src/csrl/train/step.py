@@ -6,8 +6,9 @@
 (gathered) global batch, one backward. :func:`cached_embed_and_backward` is the GradCache variant: embed
 in chunks without a graph, compute the loss and the embedding gradients on the full batch, then
 re-encode each chunk with a graph (replaying its dropout RNG state) and back-propagate the cached
-gradient. Both return ``(LossOutput, Views)`` and leave the parameter gradients for the optimizer;
-neither back-propagates a non-finite loss. :func:`grads_finite` is the guard the trainer checks next.
+gradient. Both return ``(LossOutput, Views)`` and leave the parameter gradients for the optimizer, without
+reading anything back from the device: a non-finite loss is back-propagated like any other, and the
+trainer's guard (:mod:`csrl.train.guard`) drops that step's update on the device.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def embed_and_backward(
     scale: Callable[[Tensor], Tensor] = _identity,
     extra_loss: Callable[[], LossOutput] | None = None,
 ) -> tuple[LossOutput, Views]:
-    """One forward over the concatenated views, the loss, and its backward (skipped when non-finite).
+    """One forward over the concatenated views, the loss, and its backward.
 
     ``scale`` is the fp16 loss scaler's ``scale`` (identity otherwise). ``extra_loss``, when given, is
     computed after the loss and added to it (total and terms) before the one backward pass (SimCSE's MLM
@@ -81,8 +82,7 @@ def embed_and_backward(
     if extra_loss is not None:
         extra = extra_loss()
         out = LossOutput(out.total + extra.total, {**out.terms, **extra.terms})
-    if torch.isfinite(out.total):
-        scale(out.total).backward()
+    scale(out.total).backward()  # also when non-finite: the guard drops the update on the device (no host read)
     return out, views
 
 
