@@ -262,10 +262,12 @@ def run_round_robin(
     env: Callable[[str], dict[str, str] | None] = lambda name: None,
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every contender ``repeats`` times, interleaved (A B C A B C ...); results per contender."""
+    """Every contender ``repeats`` times, interleaved and rotated (A B C, B C A, C A B, ...): a drift of the
+    machine within a round, or an effect of what ran just before, does not always hit the same contender."""
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for r in range(repeats):
-        for c in contenders:
+        k = r % max(len(contenders), 1)
+        for c in [*contenders[k:], *contenders[:k]]:
             res = run_child(script, c, argv, env=env(c))
             results[c].append(res)
             summary = res.get("error") or ", ".join(
