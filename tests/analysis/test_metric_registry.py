@@ -19,6 +19,7 @@ from csrl.analysis.tables import layer_table_markdown, sentence_summary
 
 OLD_HEADER = (
     "| layer | anisotropy | self-sim | adj. self-sim | intra-sim | adj. intra-sim | norm | funct. ss | content ss |"
+    " top rogue |"
 )
 
 
@@ -52,14 +53,15 @@ def test_layer_table_keeps_the_cli_columns_and_formats():
     res = analyze_token_states(synthetic_states(), vocab=VOCAB)
     lines = layer_table_markdown(res).splitlines()
     assert lines[0] == OLD_HEADER
-    assert lines[1] == "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    assert lines[1] == "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     assert len(lines) == 2 + res.n_layers
     i = 1
     assert lines[2 + i] == (
         f"| {i} | {res.anisotropy[i]:.3f} | {res.self_similarity[i]:.3f} | "
         f"{res.adjusted_self_similarity[i]:.3f} | {res.intra_similarity[i]:.3f} | "
         f"{res.adjusted_intra_similarity[i]:.3f} | {res.norm_mean[i]:.2f} | "
-        f"{res.functional_self_similarity[i]:.3f} | {res.content_self_similarity[i]:.3f} |"
+        f"{res.functional_self_similarity[i]:.3f} | {res.content_self_similarity[i]:.3f} | "
+        f"{res.rogue_shares[i][0]:.3f} |"
     )
     summary = sentence_summary(res)
     assert list(summary)[:2] == ["average_cosine", "uniformity"]
@@ -70,7 +72,7 @@ def test_probe_keys_and_panels_come_from_the_registry():
     st = synthetic_states(2)
     probe = dynamics_probe(st, positive_pairs=(st.pooled[:5], st.pooled[5:10]), vocab=VOCAB)
     assert set(probe) == {m.probe_key for m in metrics(probe=True)}
-    assert len(probe) == 10
+    assert len(probe) == 11  # 8 token-level (rogue share included), 3 sentence-level
     flat = {key for _, keys in probe_panels() for key, _ in keys}
     assert flat == set(probe)
     titles = [p.title for p in panels("layer")]
@@ -93,7 +95,7 @@ def test_a_new_metric_reaches_result_table_figure_and_probe(monkeypatch: pytest.
     res = analyze_token_states(st, vocab=VOCAB)
     assert res.max_norm == [pytest.approx(float(x.norm(dim=1).max())) for x in st.layers]
     assert json.loads(res.to_json())["max_norm"] == res.max_norm
-    assert layer_table_markdown(res).splitlines()[0].endswith("| content ss | max norm |")
+    assert layer_table_markdown(res).splitlines()[0].endswith("| content ss | top rogue | max norm |")
     assert dynamics_probe(st, vocab=VOCAB)["geometry/max_norm"] == pytest.approx(res.max_norm[-1])
     norm_panel = next(p for p in panels("layer") if p.title.startswith("token norm"))
     assert [m.key for m in norm_panel.metrics] == ["norm_mean", "max_norm"]

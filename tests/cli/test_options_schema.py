@@ -277,7 +277,8 @@ def test_a_good_path_parses(cmd: str, action: argparse.Action, tmp_path: Path) -
     assert isinstance(action.type, opt.PathOption)
     value = str(tmp_path / "new" / "out") if action.type.kind.startswith("output") else valid_value(action, tmp_path)
     args = LEAVES[cmd].parse_args(argv_with((), LEAVES[cmd], tmp_path, action, value))
-    assert getattr(args, action.dest) == value
+    parsed = getattr(args, action.dest)
+    assert parsed == ([value] if action.nargs in ("+", "*") else value)  # a list for a repeated positional
 
 
 def test_the_data_dir_error_keeps_its_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,7 +80,7 @@ def test_user_errors() -> None:
 # ----------------------------------------------------------------------------- declared traits
 # The trainer's former name list of losses with in-batch negatives, and paper B's closed forms.
 IN_BATCH = ["infonce", "arccon", "mpt", "met", "mat", "surrogate", "mhe", "mhs", "barlowtwins", "vicreg"]
-CLOSED_FORMS = {"infonce", "arccon", "mpt", "met", "mat", "surrogate"}
+CLOSED_FORMS = {"infonce", "arccon", "mpt", "met", "mat", "surrogate", "sncse"}
 
 
 def _builtin() -> list[str]:

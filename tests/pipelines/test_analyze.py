@@ -65,10 +65,10 @@ def test_cli_prints_the_table(
     assert code == 0, err
     lines = stdout.splitlines()
     assert lines[0] == (
-        "| layer | anisotropy | self-sim | adj. self-sim | intra-sim | adj. intra-sim | norm | funct. ss | content ss |"
+        "| layer | anisotropy | self-sim | adj. self-sim | intra-sim | adj. intra-sim | norm | funct. ss | content ss | top rogue |"
     )
-    assert lines[1] == "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" and lines[2].startswith("| 0 | ")
-    assert len(lines[2].split("|")) == 11 and lines[5] == ""
+    assert lines[1] == "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" and lines[2].startswith("| 0 | ")
+    assert len(lines[2].split("|")) == 12 and lines[5] == ""
     assert lines[6].startswith("sentence level: {") and '"uniformity": ' in lines[6]
     assert lines[8].startswith("20 sentences, ") and lines[8].endswith(f"written {out / 'analysis.json'} and 3 figures")
     assert json.loads((out / "analysis.json").read_text())["n_sentences"] == 20

@@ -72,3 +72,33 @@ def test_the_model_in_eval_analyze_and_train_with_mlm_aux(
     assert code == 0, err
     records = [json.loads(x) for x in (tmp_path / "simcse" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss/mlm" in r] == [1, 2]
+
+
+def test_init_only_saves_the_weights_a_run_starts_from(
+    tmp_path: Path, tiny_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM
+
+    recipe = str(next(p for p in RECIPES if p.name == "pretrain-tiny-test.yaml"))
+    code, out, err = run(["pretrain", recipe, "--init-only", "--output-dir", str(tmp_path / "init")], capsys)
+    assert code == 0, err
+    init = tmp_path / "init" / "model"
+    assert str(init) in out and AutoModelForMaskedLM.from_pretrained(str(init)) is not None
+    # one update at lr 1e-30 moves no weight by more than ~1e-30: the run's step-1 weights are its initial ones
+    argv = ["pretrain", recipe, "--set", f"data.train_files=[{tiny_corpus}]", "--set", "train.max_steps=1",
+            "--set", "train.lr=1e-30", "--set", "train.warmup_steps=0", "--set", "train.eval_every=0",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    a, b = load_file(str(init / "model.safetensors")), load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-20) for k in a)
+    other = ["pretrain", recipe, "--init-only", "--set", "train.seed=7", "--output-dir", str(tmp_path / "seed7")]
+    assert run(other, capsys)[0] == 0
+    c = load_file(str(tmp_path / "seed7" / "model" / "model.safetensors"))
+    assert not torch.equal(a["bert.encoder.layer.0.attention.self.query.weight"],
+                           c["bert.encoder.layer.0.attention.self.query.weight"])  # fmt: skip
+    code, _, err = run(["pretrain", recipe, "--init-only", "--output-dir", str(tmp_path / "init")], capsys)
+    assert code == 2 and "exists" in err  # never overwrites

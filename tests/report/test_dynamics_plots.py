@@ -97,3 +97,66 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "run folder not found" in capsys.readouterr().err
     with pytest.raises(CsrlError, match="does not exist"):  # ... and by the command itself
         cmd_dynamics(argparse.Namespace(run_dir=str(tmp_path / "nope"), out=None))
+
+
+def _axes_by_title(fig):  # type: ignore[no-untyped-def]
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+
+
+def test_figures_label_axes_use_integer_steps_and_say_constant(tmp_path: Path) -> None:
+    synthetic_metrics(tmp_path / "run" / "metrics.jsonl")
+    recs = read_metrics(tmp_path / "run")
+    for r in recs:  # a share that is 0 at every step and R = 1 +- 1e-7 (float noise): nothing to plot
+        if "paradigm/gd_mean" in r:
+            r["paradigm/same_view_share"] = 0.0
+            r["paradigm/r_mean"] = 1.0 + (1e-7 if r["step"] % 2 else -1e-7)
+    figs = dynamics_figures({"run": [recs]}, "run · model m · last layer")
+    para = _axes_by_title(figs["paradigm"])
+    flat = para["R: pull/push ratio (mean) (constant)"]
+    assert not flat.lines and "constant over 30 logged steps" in flat.texts[0].get_text()
+    assert "1 (span 2e-07)" in flat.texts[0].get_text()
+    assert not para["W mass on same-view negatives (constant)"].lines
+    moving = para["GD: gradient dissipation (mean)"]
+    assert moving.lines and moving.get_ylabel() == r"$\mathrm{GD}$ (mean over anchors)"
+    for name in ("geometry", "training", "paradigm"):
+        fig = figs[name]
+        fig.canvas.draw()
+        assert fig._suptitle is not None and "last layer" in fig._suptitle.get_text()
+        for ax in fig.axes:
+            if not ax.lines:
+                continue
+            assert ax.get_ylabel() and ax.get_xlabel() == "step (optimizer updates)", ax.get_title()
+            ticks = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
+            assert ticks and all(t.lstrip("-").isdigit() for t in ticks), (ax.get_title(), ticks)
+    lr = _axes_by_title(figs["training"])["learning rate (constant)"]  # 3e-5 at every step: said, with its value
+    assert "3e-05" in lr.texts[0].get_text()
+
+
+def test_layers_figure_one_line_per_layer_with_a_labelled_colour_bar(tmp_path: Path) -> None:
+    recs = [{"step": s, **{f"layers/L{i}/{k}": (i + 1) * (1 - s / 50) for i in range(4)
+                           for k in ("anisotropy", "norm_mean", "rogue_top_share")}} for s in range(0, 21, 5)]  # fmt: skip
+    figs = dynamics_figures({"r": [recs]})
+    assert set(figs) == {"layers"}
+    fig = figs["layers"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 3 and all(len(ax.lines) == 4 for ax in panels)
+    bars = [ax for ax in fig.axes if not ax.get_title()]
+    assert len(bars) == 1 and "layer" in bars[0].get_ylabel()
+    np.testing.assert_allclose(panels[0].lines[2].get_ydata(), [3 * (1 - s / 50) for s in range(0, 21, 5)])
+
+
+def test_stages_figure_puts_pretraining_and_simcse_side_by_side(tmp_path: Path) -> None:
+    from csrl.report.dynamics import stages_figure
+
+    synthetic_metrics(tmp_path / "a" / "metrics.jsonl")
+    synthetic_metrics(tmp_path / "b" / "metrics.jsonl", scale=1.1)
+    first = [{"step": s, "mlm/loss": 5.0 - s / 100, "geometry/anisotropy": 0.2 + s / 1000} for s in range(0, 201, 50)]
+    fig = stages_figure(first, {"tau=0.05": [read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")]})
+    assert fig is not None
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in titled] == ["anisotropy baseline: masked-LM pretraining", "SimCSE"]
+    left, right = titled
+    assert left.get_shared_y_axes().joined(left, right)
+    np.testing.assert_allclose(left.lines[0].get_ydata(), [0.2 + s / 1000 for s in range(0, 201, 50)])
+    np.testing.assert_allclose(right.lines[0].get_ydata()[0], 0.3 * 1.05)  # the mean of the two seeds at step 0
+    assert stages_figure(first, {}) is None

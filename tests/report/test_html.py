@@ -134,7 +134,7 @@ def test_sweep_report_renders_in_chromium(tmp_path: Path) -> None:
     assert "temperature=0.05__seed=1" in page and "Groups (mean ± std over seeds)" in page
     dom, log = _render(tmp_path / "sweep.html", tmp_path)
     check = _check(dom)
-    assert check["data-ok"] == "true" and int(check["data-images"]) >= 5 and int(check["data-tables"]) == 3, check
+    assert check["data-ok"] == "true" and int(check["data-images"]) >= 5 and int(check["data-tables"]) == 4, check
     assert not [line for line in log.splitlines() if "CONSOLE" in line]
 
 
@@ -155,3 +155,46 @@ def test_report_needs_a_run_or_sweep(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CsrlError, match="holds no run"):
         build_report(tmp_path / "empty")
+
+
+def fake_pretrain_run(run: Path, steps: int = 40) -> None:
+    """A csrl pretrain folder: config.json (model size), metrics.jsonl with mlm/* and the geometry probe."""
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": {"layers": 2, "hidden": 32}, "train": {"lr": 1e-3}}))
+    lines = []
+    for s in range(0, steps + 1, 10):
+        rec = {"step": s, "mlm/loss": 10 - s / 10, "train/lr": 1e-3 * s / steps, "mlm/train_accuracy": s / 200,
+               "geometry/anisotropy": 0.35 - s / 400, "geometry/functional_self_similarity": 0.7 - s / 300,
+               "geometry/content_self_similarity": 0.7 - s / 500, "layers/L0/anisotropy": 0.3,
+               "layers/L1/anisotropy": 0.3 + s / 100, "layers/L0/norm_mean": 5.0, "layers/L1/norm_mean": 5 + s / 50,
+               "layers/L0/rogue_top_share": 0.1, "layers/L1/rogue_top_share": 0.1 + s / 400}  # fmt: skip
+        lines.append(json.dumps(rec))
+        lines.append(json.dumps({"step": s, "mlm/accuracy": s / 250, "mlm/heldout_loss": 10.5 - s / 10}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "model").mkdir()
+
+
+def test_pretraining_then_simcse_on_one_page_renders_in_chromium(tmp_path: Path) -> None:
+    fake_pretrain_run(tmp_path / "mlm")
+    fake_run(tmp_path / "simcse")
+    sweep = fake_sweep(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    out = tmp_path / "stages.html"
+    argv = ["report", str(tmp_path / "mlm"), str(tmp_path / "simcse"), str(sweep), "--out", str(out),
+            "--figures", str(tmp_path / "figs")]  # fmt: skip
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    page = out.read_text()
+    refs = _self_contained(page)
+    assert "Stages: mlm → simcse" in page and "Stages: mlm → sweep" in page
+    assert "mlm: Learning dynamics" in page and "simcse: STS results" in page and "sweep: Groups" in page
+    assert "held-out MLM accuracy 0.1600" in page
+    figs = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert {"stages.png", "stages-2.png", "pretraining.png", "layers.png"} <= set(figs)
+    assert len(figs) == sum(r.startswith("data:") for r in refs.refs)
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in (tmp_path / "figs").iterdir())
+    dom, log = _render(out, tmp_path)
+    check = _check(dom)
+    assert check["data-ok"] == "true" and int(check["data-images"]) == len(figs), check
+    assert not [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]

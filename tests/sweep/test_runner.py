@@ -117,8 +117,9 @@ def test_crashes_are_retried_user_errors_are_not(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- locks and orphans
 def test_a_sweep_folder_takes_one_sweep_at_a_time(tmp_path: Path) -> None:
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"train.seed": [1]}, sweep={"final_tasks": "none"}))
-    with acquire_lock(sweep.output_dir, command="csrl sweep first.yaml"), pytest.raises(
-        CsrlError, match=r"is in use by another sweep: pid \d+ .*\(csrl sweep first.yaml\)"
+    with (
+        acquire_lock(sweep.output_dir, command="csrl sweep first.yaml"),
+        pytest.raises(CsrlError, match=r"is in use by another sweep: pid \d+ .*\(csrl sweep first.yaml\)"),
     ):
         run_sweep(sweep, python=["/bin/false"], log=lambda s: None)
     assert not (sweep.cells[0].dir / "cell.json").exists()  # nothing was started

@@ -77,7 +77,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated weights": (_truncate, "model.safetensors has"),
     "flipped byte": (_flip_byte, "state.pt does not match its sha256"),
     "no manifest": (lambda p: (p / ckpt.MANIFEST).unlink(), "no manifest.json"),
-    "manifest not JSON": (lambda p: (p / ckpt.MANIFEST).write_text("{\"files\": "), "unreadable"),
+    "manifest not JSON": (lambda p: (p / ckpt.MANIFEST).write_text('{"files": '), "unreadable"),
     "file missing": (lambda p: (p / "state.pt").unlink(), "state.pt is missing"),
 }
 
@@ -178,7 +178,9 @@ def test_a_real_full_disk_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
         size = sum(f.stat().st_size for f in first.iterdir())
         free = shutil.disk_usage(disk).free
         (disk / "filler").write_bytes(b"\0" * max(free - size // 2, 0))  # room for half a checkpoint
-        with pytest.raises(DiskFullError, match=r"no space left on .*step-0000004: needed about [\d.]+ MB, [\d.]+ MB free"):
+        with pytest.raises(
+            DiskFullError, match=r"no space left on .*step-0000004: needed about [\d.]+ MB, [\d.]+ MB free"
+        ):
             _save(root, 4, model, opt, keep=1)
         assert ckpt.list_checkpoints(root) == [first] and ckpt.checkpoint_problem(first) is None
         assert sorted(p.name for p in root.iterdir()) == ["step-0000002"]

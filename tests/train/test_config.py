@@ -9,7 +9,11 @@ from csrl.train.config import RunConfig, apply_overrides, build_config, load_con
 
 _ROOT = Path(__file__).parents[2] / "configs"
 # training recipes (the pretrain-*.yaml recipes are `csrl pretrain` configs: tests/pretrain dry-runs them)
-CONFIGS = sorted(p for p in [*_ROOT.glob("*.yaml"), *_ROOT.glob("losses/*.yaml")] if not p.name.startswith("pretrain-"))
+CONFIGS = sorted(
+    p
+    for p in [*_ROOT.glob("*.yaml"), *_ROOT.glob("losses/*.yaml"), *_ROOT.glob("methods/*.yaml")]
+    if not p.name.startswith("pretrain-")
+)
 
 
 def test_defaults_and_overrides() -> None:

@@ -25,7 +25,10 @@ EXPECTED = {
     "geometry/uniformity",
     "geometry/average_cosine",
     "geometry/alignment",
+    "geometry/rogue_shares",
 }
+N_LAYERS = 3  # the tiny model: embeddings + 2 layers
+LAYER_KEYS = {f"layers/L{i}/{k}" for i in range(N_LAYERS) for k in ("anisotropy", "norm_mean", "rogue_top_share")}
 
 
 def _cfg(model: Path, corpus: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
@@ -97,7 +100,7 @@ def test_initial_probe_keeps_rng_and_mode(
     assert torch.equal(before, torch.get_rng_state())
     assert enc.training and all(m.training for m in enc.modules())
     assert seen == [False]  # probed in eval mode
-    assert set(out) == EXPECTED and cb.steps == [0]
+    assert set(out) == EXPECTED | LAYER_KEYS and cb.steps == [0]
     assert 0.0 <= out["geometry/alignment"] <= 4.0 and out["geometry/uniformity"] < 0
     # deterministic: the same weights give the same numbers
     assert cb.initial(enc) == out
@@ -125,3 +128,36 @@ def test_factory_reads_probe_and_pairs(tiny_model_dir: Path, fake_data_dir: Path
         make_dynamics_callback(bad, enc, fake_data_dir)
     with pytest.raises(CsrlError):
         make_dynamics_callback(cfg, enc, tmp_path / "nowhere")
+
+
+def test_per_layer_probe_matches_an_independent_computation(tiny_model_dir: Path, tiny_corpus: Path) -> None:
+    enc = Encoder.from_pretrained(model=str(tiny_model_dir))
+    cb = _callback(tiny_corpus)
+    out = cb.probe(enc)
+    states = enc.token_states(cb.sentences, batch_size=16)
+    offsets = states.offsets.tolist()
+    gen = torch.Generator().manual_seed(0)  # the probe's draw: one token of each sentence (seed 0)
+    from csrl.analysis.token_metrics import sample_one_token_per_sentence
+
+    rows = sample_one_token_per_sentence(states.offsets, n_samples=1000, generator=gen)
+    assert len(rows) == len(offsets) - 1
+    for i, x in enumerate(states.layers):
+        u = torch.nn.functional.normalize(x[rows].double(), dim=1)
+        m = u.shape[0]
+        cos = u @ u.T
+        aniso = (cos.sum() - m) / (m * (m - 1))
+        assert out[f"layers/L{i}/anisotropy"] == pytest.approx(float(aniso), abs=1e-9)
+        assert out[f"layers/L{i}/norm_mean"] == pytest.approx(float(x.double().norm(dim=1).mean()), rel=1e-6)
+        # dimension d's share of the summed off-diagonal cosine: sum_{a != b} u_ad u_bd / sum_{a != b} cos_ab
+        per_dim = torch.stack([(torch.outer(u[:, d], u[:, d]).sum() - (u[:, d] ** 2).sum()) for d in range(u.shape[1])])
+        assert out[f"layers/L{i}/rogue_top_share"] == pytest.approx(float((per_dim / (cos.sum() - m)).max()), rel=1e-6)
+    assert out["layers/L2/anisotropy"] == pytest.approx(out["geometry/anisotropy"], abs=1e-6)  # same draw, last layer
+
+
+def test_dense_early_probing_steps() -> None:
+    cb = DynamicsCallback(["a b", "c d"], every=10, early_every=2, early_until=6)
+    assert [s for s in range(1, 31) if cb.due(s)] == [2, 4, 6, 10, 20, 30]
+    plain = DynamicsCallback(["a b", "c d"], every=10)
+    assert [s for s in range(1, 31) if plain.due(s)] == [10, 20, 30]
+    with pytest.raises(CsrlError, match="multiple of train.log_every"):
+        load_config(None, ["train.dynamics_every=10", "train.dynamics_early_every=3", "train.log_every=2"])

@@ -132,7 +132,9 @@ def test_the_data_is_compared_by_content_not_by_path(crashed: Path, tmp_path: Pa
     assert train(_cfg(tiny_model_dir, moved, run), resume=True).steps == STEPS  # moved: fine
 
 
-def test_a_run_from_before_fingerprints_resumes_with_a_note(crashed: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_run_from_before_fingerprints_resumes_with_a_note(
+    crashed: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     run, corpus = _copy(crashed, tmp_path)
     (run / FINGERPRINT).unlink()
     logs: list[str] = []

@@ -116,7 +116,9 @@ def test_an_empty_lock_file_is_waited_for_when_young_and_taken_when_old(tmp_path
 
 
 # ----------------------------------------------------------------------------- runs and their folders
-def test_a_run_is_refused_while_another_holds_its_folder(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+def test_a_run_is_refused_while_another_holds_its_folder(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     with acquire_lock(run, command="the other run"), pytest.raises(CsrlError, match=r"in use by .*the other run"):
@@ -144,7 +146,9 @@ def test_a_new_run_never_mixes_with_an_old_one(tiny_model_dir: Path, tiny_corpus
         train(_cfg(tiny_model_dir, tiny_corpus, run, "train.seed=7"))
     assert "--resume" in (err.value.hint or "") and "--overwrite" in (err.value.hint or "")
     assert (run / "config.json").read_text() == config  # never silently overwritten
-    assert {p.name: (p / "model.safetensors").read_bytes() for p in ckpt.list_checkpoints(run / "checkpoints")} == before
+    assert {
+        p.name: (p / "model.safetensors").read_bytes() for p in ckpt.list_checkpoints(run / "checkpoints")
+    } == before
     with pytest.raises(CsrlError, match="contradict"):
         train(_cfg(tiny_model_dir, tiny_corpus, run), resume=True, overwrite=True)
 
@@ -153,7 +157,9 @@ def test_a_new_run_never_mixes_with_an_old_one(tiny_model_dir: Path, tiny_corpus
     assert res.steps == 2 and json.loads((run / "config.json").read_text())["train"]["seed"] == 7
     [aside] = (run / "overwritten").iterdir()
     assert any(f"were moved to {aside}" in m for m in logs), logs
-    assert {p.name: (p / "model.safetensors").read_bytes() for p in ckpt.list_checkpoints(aside / "checkpoints")} == before
+    assert {
+        p.name: (p / "model.safetensors").read_bytes() for p in ckpt.list_checkpoints(aside / "checkpoints")
+    } == before
     assert (aside / "config.json").read_text() == config
     # the new run's checkpoints are its own: pruning kept the last two of steps 1-2, none of the old steps
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-0000001", "step-0000002"]

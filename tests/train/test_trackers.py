@@ -55,7 +55,9 @@ def test_tensorboard_gets_the_logged_losses(tiny_model_dir: Path, tiny_corpus: P
     assert all(abs(got[s] - want[s]) < 1e-6 * max(1.0, abs(want[s])) for s in want)
 
 
-def test_wandb_offline(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_offline(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -67,7 +69,9 @@ def test_wandb_offline(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, 
     assert list(offline[0].glob("*.wandb")), "no W&B run file written"
 
 
-def test_mlflow_local_store(tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_local_store(
+    tiny_model_dir: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mlflow = pytest.importorskip("mlflow")
     store = tmp_path / "mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())

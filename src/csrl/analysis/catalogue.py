@@ -131,7 +131,7 @@ def rogue_dims(ctx: LayerContext) -> list[int]:
 
 @register_metric(
     "rogue_shares", label="share of the top rogue dimension", symbol=r"$r_{\mathrm{top}}$",
-    unit="share of the summed cosine", panel="top rogue dimension", scalar=_top,
+    unit="share of the summed cosine", column="top rogue", panel="top rogue dimension", scalar=_top, probe=True,
 )  # fmt: skip
 def rogue_shares(ctx: LayerContext) -> list[float]:
     """The shares of :func:`rogue_dims`, descending (they sum to 1 over all dimensions)."""

@@ -79,15 +79,20 @@ def _finish(ax: Axes, *, title: str, xlabel: str, ylabel: str, legend: bool) -> 
 def plot_layer_metrics(results: Results, path: str | os.PathLike[str]) -> Path:
     """One panel per registered panel (anisotropy, self-similarity by token kind, intra-sentence
     similarity, token norm, top rogue-dimension share, ...), each metric against the layer."""
+    from matplotlib import colormaps
+
     res = _as_mapping(results)
     layer_panels = panels("layer")
     fig, axes = new_figure(len(layer_panels), 3, (5.0, 4.0))
+    # several models: one colour per model, one line style per metric of the panel (one model: matplotlib's cycle)
+    colors = {label: colormaps["tab10"](i % 10) for i, label in enumerate(res)} if len(res) > 1 else {}
     for ax, panel in zip(axes, layer_panels, strict=True):
         for label, r in res.items():
             for metric, style in zip(panel.metrics, STYLES, strict=False):
                 name = " ".join(p for p in (label, metric.legend) if p) or metric.label
                 values = [metric.plot_value(v) for v in r.layer_values(metric.key)]
-                ax.plot(range(r.n_layers), values, style, marker="o", markersize=3, label=name)
+                color = colors.get(label)
+                ax.plot(range(r.n_layers), values, style, marker="o", markersize=3, label=name, color=color)
         multi = len(res) > 1 or len(panel.metrics) > 1
         _finish(ax, title=panel.title, xlabel=LAYER_AXIS, ylabel=panel.ylabel, legend=multi)
     fig.suptitle(f"token geometry per layer: {_subject(res)}", fontsize=11)

@@ -312,12 +312,33 @@ def encode_pairs(encode: EncodeFn, xs: Sequence[str], ys: Sequence[str]) -> tupl
 
 
 # ---------------------------------------------------------------- cheap probe
+PER_LAYER_KEYS = ("anisotropy", "norm_mean", "rogue_top_share")
+
+
+def per_layer_probe(states: PackedTokenStates, rows: Tensor) -> dict[str, float]:
+    """Every layer's anisotropy baseline, mean token norm and top rogue-dimension share, on one token draw.
+
+    Keys ``"layers/L<i>/anisotropy"`` (mean off-diagonal cosine of the sampled tokens ``rows``, as the
+    ``anisotropy`` metric), ``"layers/L<i>/norm_mean"`` (mean L2 norm of all tokens, as ``norm_mean``) and
+    ``"layers/L<i>/rogue_top_share"`` (the largest dimension's share of the sampled tokens' summed pairwise
+    cosine, as ``rogue_shares``' first entry). Layer 0 is the embedding output. A few ms per layer for
+    1,000 sampled tokens.
+    """
+    out: dict[str, float] = {}
+    for i, x in enumerate(states.layers):
+        sample = x[rows]
+        out[f"layers/L{i}/anisotropy"] = tm.anisotropy_baseline(x, rows)
+        out[f"layers/L{i}/norm_mean"] = float(tm.token_norms(x).mean())
+        out[f"layers/L{i}/rogue_top_share"] = float(tm.rogue_dimension_shares(sample).max())
+    return out
+
+
 def _probe_values(ms: Iterable[Metric], ctx: LayerContext | SentenceContext) -> dict[str, float]:
     out: dict[str, float] = {}
     for m in ms:
         v = m.compute(ctx)
         if v is not None:
-            out[m.probe_key] = float(v)
+            out[m.probe_key] = m.plot_value(v)
     return out
 
 
@@ -333,8 +354,11 @@ def dynamics_probe(
     seed: int = 0,
     anisotropy_samples: int = 1000,
     min_count: int = 5,
+    per_layer: bool = False,
 ) -> dict[str, float]:
     """The metrics registered with ``probe=True``, keys ``"geometry/<key>"``, for a training callback.
+
+    per_layer: also :func:`per_layer_probe` of every layer (``"layers/L<i>/<key>"``) on the same token draw.
 
     From ``states`` (one layer, default the last; one anisotropy sample): the per-layer ones
     (functional/content self-similarity only with a vocab). From ``pooled`` (default ``states.pooled``;
@@ -352,6 +376,8 @@ def dynamics_probe(
             min_count=min_count,
         )
         out.update(_probe_values(metrics("layer", probe=True), corpus.layer(states.layers[layer])))
+        if per_layer:
+            out.update(per_layer_probe(states, corpus.sample_rows[0]))
         if pooled is None:
             pooled = states.pooled
     emb = pooled.detach().float() if pooled is not None and pooled.shape[0] >= 2 else None

@@ -25,7 +25,8 @@ from csrl.errors import CsrlError
 
 POOLER_HELP = (
     "override the pooler: cls, cls_before_pooler, mean, first_last_avg, last2_avg, max, mean_sqrt_len, "
-    "weightedmean, lasttoken (default: the model folder's own)"
+    "weightedmean, lasttoken, prompt (PromptBERT's [MASK] state; a base model gets the default template) "
+    "(default: the model folder's own)"
 )
 EPILOG = "Docs: README.md. Data: set CSRL_DATA_DIR or pass --data-dir (csrl data fetch downloads the sets)."
 
@@ -143,6 +144,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- analysis
+def cmd_analyze_compare(args: argparse.Namespace) -> int:
+    from csrl.pipelines.analyze import compare_analyses
+
+    named: dict[str, str] = {}
+    for item in args.analyses:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CsrlError(f"{item!r}: expected NAME=PATH", hint="e.g. mlm=runs/analysis/mlm")
+        if name in named:
+            raise CsrlError(f"the name {name!r} is given twice", hint="give every analysis its own name")
+        named[name] = path
+    print(compare_analyses(named, Path(args.out) if args.out else None))
+    if args.out:
+        print(f"\nfigure: {Path(args.out) / 'layer_metrics_compare.png'}")
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from csrl.analysis.tables import layer_table_markdown, sentence_summary
     from csrl.pipelines.analyze import analyze_model
@@ -330,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(a)
     _add_common(a)
     a.set_defaults(func=cmd_analyze)
+
+    ac = sub.add_parser(
+        "analyze-compare",
+        help="several csrl analyze outputs side by side: per-metric tables and one per-layer figure",
+        epilog="e.g. csrl analyze-compare random=runs/analysis/random mlm=runs/analysis/mlm --out runs/analysis",
+    )
+    ac.add_argument("analyses", nargs="+", metavar="NAME=PATH", help="a name and a csrl analyze --out folder")
+    ac.add_argument("--out", type=opt.output_dir, help="write layer_metrics_compare.png into this folder")
+    ac.set_defaults(func=cmd_analyze_compare)
 
     pa = sub.add_parser("paradigm", help="the unified gradient paradigm (GD, W, R)")
     psub = pa.add_subparsers(dest="paradigm_command", required=True)

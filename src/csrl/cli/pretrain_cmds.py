@@ -14,6 +14,7 @@ from typing import Any
 
 from csrl.cli import options as opt
 from csrl.cli.common import data_dir_from
+from csrl.errors import CsrlError
 
 __all__ = ["add_parsers", "cmd_pretrain"]
 
@@ -25,6 +26,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = resolve_pretrain_config(args.config, args.set or (), resume=args.resume, output_dir=args.output_dir)
         print(cfg.to_json())
         print("dry run: the config resolves and validates; nothing was read or trained", file=sys.stderr)
+        return 0
+    if args.init_only:
+        from csrl.pipelines.pretrain import pretrain_init
+
+        if args.resume:
+            raise CsrlError("--init-only saves a new run's initial weights; it cannot be used with --resume")
+        out = pretrain_init(args.config, args.set or (), output_dir=args.output_dir)
+        print(f"model (untrained, the run's initial weights): {out}  (csrl analyze {out})")
         return 0
     if args.threads:
         import torch
@@ -54,6 +63,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--output-dir", type=opt.run_output_dir, help="run folder (overrides output_dir)")
     p.add_argument("--resume", metavar="RUN_DIR", type=opt.run_dir, help="continue a run from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="resolve and validate the config, then stop")
+    p.add_argument(
+        "--init-only",
+        action="store_true",
+        help="save the run's initial (untrained, random-init) model to OUTPUT_DIR/model and stop: the baseline",
+    )
     p.add_argument(
         "--data-dir",
         type=opt.data_dir,

@@ -62,7 +62,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from csrl.report.html import write_report
 
     t0 = time.perf_counter()
-    out = write_report(Path(args.path), args.out)
+    first, *more = args.path
+    out = write_report(Path(first), args.out, more=[Path(m) for m in more], figures_dir=args.figures)
     size = out.stat().st_size / 1e6
     print(f"report written to {out} ({size:.1f} MB, {time.perf_counter() - t0:.1f}s)")
     return 0
@@ -87,9 +88,20 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--threads", type=opt.threads, default=None, help="torch CPU threads per cell")
     s.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("report", help="one self-contained HTML page for a run or a sweep folder")
-    r.add_argument("path", type=opt.existing_dir.named("run or sweep folder"), help="a run folder or a sweep folder")
+    r = sub.add_parser(
+        "report",
+        help="one self-contained HTML page for a run or a sweep folder, or for several in training order",
+        epilog="e.g. csrl report runs/pretrain-mlm-cpu runs/sweeps/paperA-mlm-start --out stages.html: the "
+        "geometry from masked-LM pretraining through SimCSE on one page",
+    )
+    r.add_argument(
+        "path",
+        nargs="+",
+        type=opt.existing_dir.named("run or sweep folder"),
+        help="a run folder or a sweep folder; several: one page, in training order (e.g. pretraining, then SimCSE)",
+    )
     r.add_argument("--out", "-o", type=opt.output_file, help="output file (default: PATH/report.html)")
+    r.add_argument("--figures", type=opt.output_dir, help="also write every figure of the page as PNG into this folder")
     r.set_defaults(func=cmd_report)
 
 

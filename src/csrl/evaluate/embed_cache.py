@@ -90,6 +90,7 @@ MAX_HEADER = 1 << 16
 ENCODE_SOURCES = (
     "csrl.models.encoder",
     "csrl.models.pooling",
+    "csrl.models.prompt",
     "csrl.models.heads",
     "csrl.models.st_format",
     "csrl.evaluate.encoders",
@@ -419,8 +420,14 @@ def _backbone_config(backbone: Any) -> dict[str, Any]:
 
 def _describe_csrl_encoder(encoder: Any) -> dict[str, Any]:
     # under mlp_only_train the head is skipped at inference: its (seed-dependent) init must not split the key
-    head_used = encoder.pooler == "cls" and not encoder.config.mlp_only_train
+    head_used = encoder.pooler in ("cls", "prompt") and not encoder.config.mlp_only_train
+    prompt_pooling: dict[str, Any] = {}
+    if encoder.pooler == "prompt":  # PromptBERT's template and denoising (the training-only view-2 template aside)
+        c = encoder.config
+        keys = ("prompt_template", "prompt_denoise", "prompt_denoise_at_inference")
+        prompt_pooling = {"prompt_pooling": {k: getattr(c, k) for k in keys}}
     return {
+        **prompt_pooling,
         "kind": "csrl-encoder",
         "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
         "backbone_class": type(encoder.backbone).__qualname__,

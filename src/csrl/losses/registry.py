@@ -17,6 +17,14 @@ subclass) and read by :func:`loss_traits`:
   accumulation, gather across processes);
 - ``hard_negatives``: it accepts the optional ``hard_neg`` view;
 - ``paper_defaults``: the hyper-parameters of its paper;
+- ``negation_view`` (optional, default False): its ``hard_neg`` view is each sentence's rule-based
+  negation (:func:`csrl.data.negation.negate`), which the trainer makes from single-sentence corpora
+  (SNCSE's soft negatives);
+- ``scored_pairs`` (optional, default False): its forward also takes ``scores=`` (B,), the gold similarity of
+  each pair (z1_i, z2_i) of a scored-pair corpus (STS-B train; ``data.scored_pairs``), and ranks the pairs by it
+  (CoSENT, AnglE); the trainer refuses a scored-pair corpus for other losses;
+- ``paradigm_applies`` (optional, default True): paper B's GD/W/R describe its gradient; False (AnglE) and on
+  scored pairs, the trainer logs no ``paradigm/*`` values (:class:`csrl.train.methods.Method`);
 - a closed form of paper B's GD/W/R, when it has one: a method ``paradigm_closed_form(s)`` and the
   scale ``gd_scale(cos)`` (see :mod:`csrl.losses.paradigm`).
 """
@@ -58,6 +66,9 @@ class Loss(nn.Module):
     in_batch_negatives: ClassVar[bool]
     hard_negatives: ClassVar[bool]
     paper_defaults: ClassVar[Mapping[str, Any]]
+    negation_view: ClassVar[bool] = False  # hard_neg = the negated sentence, made by the trainer (SNCSE)
+    scored_pairs: ClassVar[bool] = False  # forward(z1, z2, hard_neg, scores=None): ranks gold-scored pairs
+    paradigm_applies: ClassVar[bool] = True  # paper B's GD/W/R describe its gradient (else no paradigm/* logged)
 
 
 _DECLARED = ("in_batch_negatives", "hard_negatives", "paper_defaults")
@@ -94,6 +105,9 @@ class LossTraits:
     has_closed_form: bool  # paradigm.closed_form applies (the class defines paradigm_closed_form)
     paper_defaults: Mapping[str, Any]  # the paper's hyper-parameters (read-only)
     presets: tuple[str, ...] = ()  # presets built on this loss (paper B's per-backbone rows)
+    negation_view: bool = False  # its hard_neg view is the negated sentence, made by the trainer (SNCSE)
+    scored_pairs: bool = False  # accepts scores= (B,): trains on gold-scored pairs (CoSENT, AnglE)
+    paradigm_applies: bool = True  # paper B's GD/W/R describe its gradient (the trainer logs paradigm/*)
 
 
 def loss_traits(name: str) -> LossTraits:
@@ -111,6 +125,9 @@ def loss_traits(name: str) -> LossTraits:
         has_closed_form=callable(getattr(cls, "paradigm_closed_form", None)),
         paper_defaults=MappingProxyType(dict(getattr(cls, "paper_defaults", {}))),
         presets=tuple(sorted(p for p, (b, _) in _PRESETS.items() if b == base)),
+        negation_view=bool(getattr(cls, "negation_view", False)),
+        scored_pairs=bool(getattr(cls, "scored_pairs", False)),
+        paradigm_applies=bool(getattr(cls, "paradigm_applies", True)),
     )
 
 

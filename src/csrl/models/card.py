@@ -132,6 +132,8 @@ class CardFacts:
     max_seq_length: int
     prompt: str = ""
     needs_csrl: bool = False  # csrl's own modules: SentenceTransformer(..., trust_remote_code=True) with csrl installed
+    csrl_only: bool = False  # a pooler sentence-transformers cannot run (prompt): load with csrl only
+    prompt_template: str = ""  # the prompt pooler's template (PromptBERT)
 
 
 def hub_base_model(model: str) -> str | None:
@@ -307,20 +309,34 @@ def model_card(
     ]
     if facts.prompt:
         lines.append(f"- **Default prompt:** `{facts.prompt}` (prepended to every sentence)")
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        f'model = SentenceTransformer("{ref}"{trust})',
-        'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
-        "print(model.similarity(embeddings, embeddings))",
-        "```",
-        "",
-    ]
-    if facts.needs_csrl:
+    if facts.prompt_template:
+        lines.append(f"- **Prompt template:** `{facts.prompt_template}` (the sentence vector is the [MASK] state)")
+    lines += ["", "## Usage", ""]
+    if facts.csrl_only:
+        lines += [
+            "This model uses csrl's `prompt` pooler (PromptBERT), which the sentence-transformers format cannot "
+            "express: sentence-transformers refuses to load it (with a message saying so). Load it with csrl:",
+            "",
+            "```python",
+            "import csrl",
+            "",
+            f'encoder = csrl.load_encoder("{ref}")',
+            'embeddings = csrl.encode(encoder, ["A man is playing a guitar.", "Someone plays an instrument."])',
+            "```",
+            "",
+        ]
+    else:
+        lines += [
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            f'model = SentenceTransformer("{ref}"{trust})',
+            'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
+            "print(model.similarity(embeddings, embeddings))",
+            "```",
+            "",
+        ]
+    if facts.needs_csrl and not facts.csrl_only:
         lines += ["This model uses csrl's own modules: install csrl (`pip install csrl`) to load it.", ""]
     lines += [f"With csrl: `csrl eval {ref}` (the STS table below), `csrl encode {ref} -i s.txt -o e.npy`.", ""]
     if results_md or results:

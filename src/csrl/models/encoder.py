@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from csrl.errors import CsrlError
 from csrl.models.heads import HEADS, Head
 from csrl.models.pooling import canonical_pooler, exclude_prefix, needs_all_layers, pool
+from csrl.models.prompt import DEFAULT_TEMPLATE, PromptTemplate, parse_template, template_problem
 from csrl.models.st_format import STPipeline, model_file, read_st_pipeline
 from csrl.utils.checks import setting
 
@@ -33,6 +34,7 @@ DEFAULT_MODEL = "embedded:all-MiniLM-L6-v2"
 CSRL_CONFIG = "csrl_encoder.json"
 HEAD_WEIGHTS = "csrl_head.safetensors"
 MAX_TOKENS = 1 << 17  # no backbone embeds more positions; the model's own limit is checked by check_model_limits
+HEAD_POOLERS = ("cls", "prompt")  # poolers the training head follows (SimCSE's MLP; PromptBERT's, after [MASK])
 
 
 def default_model_path() -> str:
@@ -90,10 +92,23 @@ class EncoderConfig:
     max_length: int | None = setting(
         None, min=2, max=MAX_TOKENS, help="truncation at encode time in tokens; null = the model's maximum"
     )
+    prompt_template: str = setting(
+        DEFAULT_TEMPLATE, check=template_problem,
+        help="pooler prompt (PromptBERT): the template, [X] = the sentence, its [MASK] state = the vector; "
+        "inference and training view 1",
+    )  # fmt: skip
+    prompt_template_view2: str | None = setting(
+        None, check=template_problem,
+        help="pooler prompt, training: the template of the other views (PromptBERT's unsupervised positives use "
+        "two templates); null = prompt_template",
+    )  # fmt: skip
+    prompt_denoise: bool = False  # pooler prompt: subtract the empty template's [MASK] state (template denoising)
+    prompt_denoise_at_inference: bool | None = None  # denoise at inference too; null = as prompt_denoise
 
     def resolved_head(self) -> str:
         if self.head == "auto":
-            return "linear_tanh" if self.pooler != "auto" and canonical_pooler(self.pooler) == "cls" else "none"
+            auto = self.pooler != "auto" and canonical_pooler(self.pooler) in HEAD_POOLERS
+            return "linear_tanh" if auto else "none"
         if self.head not in HEADS:
             raise CsrlError(f"unknown head {self.head!r}", hint=f"valid heads: auto, {', '.join(HEADS)}")
         return self.head
@@ -323,7 +338,9 @@ class Encoder(nn.Module):
     Training optimises the pooled (and head-projected) vector of :meth:`forward`; the tail is kept as
     the folder had it and saved back, so ``encode`` gives what ``SentenceTransformer.encode`` gives.
     A default prompt (``config_sentence_transformers.json``) is prepended to every sentence, in
-    training and at inference; with ``include_prompt`` off its tokens are not pooled.
+    training and at inference; with ``include_prompt`` off its tokens are not pooled. The ``prompt`` pooler
+    (PromptBERT) puts every sentence into a template instead (:mod:`csrl.models.prompt`), in the same places:
+    :meth:`tokenize` (training), :meth:`encode` and :meth:`token_states`.
     """
 
     backbone: Any  # a transformers PreTrainedModel
@@ -347,12 +364,15 @@ class Encoder(nn.Module):
         self.lowercase_inputs = bool(pipeline.do_lower_case) if pipeline is not None else False
         self.unused_backbone_state: dict[str, Tensor] = {}  # the checkpoint's pooling layer, saved back
         self._prompt_tokens: int | None = None
+        self._templates: tuple[PromptTemplate, ...] | None = None
         if pipeline is not None and pipeline.pooling_dim not in (None, dim):
             raise CsrlError(
                 f"model {pipeline.source}: its Pooling expects {pipeline.pooling_dim}-dim token embeddings, "
                 f"the backbone gives {dim}",
                 hint="the folder's 1_Pooling/config.json does not belong to this backbone",
             )
+        if self.pooler == "prompt":
+            self.prompt_templates()  # a template or model the prompt pooler cannot use fails here, not mid-run
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -380,6 +400,8 @@ class Encoder(nn.Module):
             auto: dict[str, Any] = {"pooler": pipe.pooler if pipe is not None else "cls"}
             if pipe is not None and pipe.first_last_layers is not None:
                 auto["first_last_layers"] = pipe.first_last_layers
+            if pipe is not None and pipe.prompt_pooling:
+                auto.update(pipe.prompt_pooling)
             config = EncoderConfig(**{**asdict(config), **auto})
         backbone, tokenizer, unused = load_backbone(path, pipe)
         enc = cls(backbone, tokenizer, config, pipeline=pipe)
@@ -442,9 +464,16 @@ class Encoder(nn.Module):
             self._prompt_tokens = len(ids) - int(trailing_special)
         return self._prompt_tokens
 
-    def tokenize(self, sentences: Sequence[str], *, max_length: int | None = None) -> dict[str, Tensor]:
+    def tokenize(self, sentences: Sequence[str], *, max_length: int | None = None, views: int = 1) -> dict[str, Tensor]:
         """Pad to the longest sentence of the batch; truncate at ``max_length`` (default: model maximum).
-        The default prompt, if any, is prepended."""
+        The default prompt, if any, is prepended. Under the ``prompt`` pooler each sentence is put into a
+        template instead (:meth:`prompt_input_ids`: ``views`` equal blocks, view-major, training's layout) and
+        the features carry ``prompt_template``, the template index of each row."""
+        if self.pooler == "prompt":
+            rows, which = self.prompt_input_ids(sentences, max_length or self.max_length(), views=views)
+            features = self._pad(rows)
+            features["prompt_template"] = torch.tensor(which, dtype=torch.long, device=self.device)
+            return features
         return dict(
             self.tokenizer(
                 self._prompted(sentences),
@@ -460,19 +489,24 @@ class Encoder(nn.Module):
         out = self.backbone(**inputs, output_hidden_states=all_layers, return_dict=True)
         return out.hidden_states if all_layers else (out.last_hidden_state,)
 
-    def _pool(self, states: Sequence[Tensor], attention_mask: Tensor) -> Tensor:
-        """The pooler over ``states``, the prompt left out when ``include_prompt`` is off; then the head
-        (in training, or always if not mlp_only_train) for the ``cls`` pooler."""
-        n = self.excluded_prompt_tokens()
-        pool_mask = exclude_prefix(attention_mask, n) if n else attention_mask
-        pooled = pool(
-            self.pooler,
-            states,
-            pool_mask,
-            first_last_layers=self.config.first_last_layers,
-            padding_mask=attention_mask,
-        )
-        if self.pooler == "cls" and self.use_head():
+    def _pool(self, states: Sequence[Tensor], features: dict[str, Tensor]) -> Tensor:
+        """The pooler over ``states``, the prompt left out when ``include_prompt`` is off (``prompt``: the
+        template's [MASK] state, denoised when asked); then the head (in training, or always if not
+        mlp_only_train) for the poolers of :data:`HEAD_POOLERS`."""
+        attention_mask = features["attention_mask"]
+        if self.pooler == "prompt":
+            pooled = self._prompt_pool(states[-1], features)
+        else:
+            n = self.excluded_prompt_tokens()
+            pool_mask = exclude_prefix(attention_mask, n) if n else attention_mask
+            pooled = pool(
+                self.pooler,
+                states,
+                pool_mask,
+                first_last_layers=self.config.first_last_layers,
+                padding_mask=attention_mask,
+            )
+        if self.pooler in HEAD_POOLERS and self.use_head():
             pooled = self.head(pooled)
         return pooled
 
@@ -480,7 +514,124 @@ class Encoder(nn.Module):
         """Pooled embedding of a tokenised batch; the head applies in training (or always if not mlp_only_train).
         The tail (``Dense``, ``Normalize`` of a sentence-transformers folder) is not applied: see :meth:`encode`."""
         states = self.hidden_states(features, all_layers=needs_all_layers(self.pooler))
-        return self._pool(states, features["attention_mask"])
+        return self._pool(states, features)
+
+    # ----------------------------------------------------------------- the prompt pooler (PromptBERT)
+    def prompt_templates(self) -> tuple[PromptTemplate, ...]:
+        """The ``prompt`` pooler's templates as token ids: ``model.prompt_template`` (inference, training view
+        1), then ``model.prompt_template_view2`` when it differs (the other training views)."""
+        if self._templates is None:
+            if self.prompt:
+                raise CsrlError(
+                    f"pooler prompt on a model with the default prompt {self.prompt!r}: both would wrap the sentence",
+                    hint="use the model's own pooler, or a model folder without default_prompt_name",
+                )
+            if getattr(self.tokenizer, "padding_side", "right") == "left":
+                raise CsrlError("pooler prompt needs a tokenizer that pads on the right (a BERT-like masked LM)")
+            if self.config.prompt_denoise or self.config.prompt_denoise_at_inference:
+                params = inspect.signature(type(self.backbone).forward).parameters
+                if "position_ids" not in params:
+                    raise CsrlError(
+                        f"model.prompt_denoise: {type(self.backbone).__name__} takes no position_ids, which "
+                        "template denoising needs (the empty template's tokens keep the sentence row's positions)",
+                        hint="set model.prompt_denoise=false for this model",
+                    )
+            texts = [self.config.prompt_template]
+            if self.config.prompt_template_view2 not in (None, self.config.prompt_template):
+                texts.append(self.config.prompt_template_view2)
+            self._templates = tuple(parse_template(t, self.tokenizer) for t in texts)
+        return self._templates
+
+    def _position_offset(self) -> int:
+        """The first position id the backbone gives a token (RoBERTa-like models: padding index + 1)."""
+        cfg = self.backbone.config
+        if getattr(cfg, "model_type", "") in _PADDING_OFFSET_MODELS:
+            return int(getattr(cfg, "pad_token_id", 1) or 0) + 1
+        return 0
+
+    def prompt_input_ids(
+        self, sentences: Sequence[str], max_length: int, *, views: int = 1
+    ) -> tuple[list[list[int]], list[int]]:
+        """Token rows of ``sentences`` in their templates, and each row's template index.
+
+        ``sentences`` are ``views`` equal blocks (view-major): block 0 uses ``prompt_template``, the others the
+        second template when there is one. A sentence is truncated as it would be without a template (its
+        tokens and the tokenizer's special tokens within ``max_length``) and so that its row fits the model's
+        positions; the template's own tokens come on top (:mod:`csrl.models.prompt`).
+        """
+        templates = self.prompt_templates()
+        per_view = max(len(sentences) // max(views, 1), 1)
+        which = [min(i // per_view, 1, len(templates) - 1) for i in range(len(sentences))]
+        positions = int(getattr(self.backbone.config, "max_position_embeddings", MAX_TOKENS) or MAX_TOKENS)
+        capacity = positions - self._position_offset()
+        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        rows: list[list[int]] = [[] for _ in sentences]
+        for k, template in enumerate(templates):
+            budget = min(max_length - special, capacity - template.length)
+            if budget < 1:
+                raise CsrlError(
+                    f"prompt template {template.text!r} ({template.length} tokens) leaves no room for a sentence "
+                    f"(max_length {max_length}, {capacity} positions)",
+                    hint="use a longer max_length or a shorter template",
+                )
+            mine = [i for i, w in enumerate(which) if w == k]
+            if not mine:
+                continue
+            enc = self.tokenizer([sentences[i] for i in mine], add_special_tokens=False, truncation=True,
+                                 max_length=budget)  # fmt: skip
+            for i, ids in zip(mine, enc["input_ids"], strict=True):
+                rows[i] = template.row(ids)
+        return rows, which
+
+    def _prompt_pool(self, last_states: Tensor, features: dict[str, Tensor]) -> Tensor:
+        """Each row's state at its template's [MASK], minus the template bias when denoising is on."""
+        templates = self.prompt_templates()
+        mask = features["attention_mask"]
+        which = features.get("prompt_template")
+        if which is None:  # rows tokenised for inference: the first template only
+            templates = templates[:1]
+            which = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
+
+        def per_row(values: Sequence[int]) -> Tensor:
+            return torch.tensor(values, dtype=torch.long, device=mask.device)[which]
+
+        n = mask.sum(1).long() - per_row([t.length for t in templates])  # the sentence's tokens in each row
+        # the template's [MASK]: the row's last mask token when the template has it after the slot, else its first
+        # (a literal "[MASK]" in a sentence is a mask token too, but always on the slot's side of it)
+        ids = features["input_ids"]
+        found = (ids == self.tokenizer.mask_token_id) & mask.bool()
+        place = torch.arange(1, ids.shape[1] + 1, device=ids.device)
+        last, first = (found * place).argmax(1), (found * place.flip(0)).argmax(1)
+        index = torch.where(per_row([int(t.mask_after_slot) for t in templates]).bool(), last, first)
+        pooled = pool("prompt", (last_states,), mask, token_index=index)
+        denoise = self.config.prompt_denoise
+        if not self.training and self.config.prompt_denoise_at_inference is not None:
+            denoise = self.config.prompt_denoise_at_inference
+        if denoise:
+            pooled = pooled - self._template_bias(templates, which, n, width=int(mask.shape[1]))
+        return pooled
+
+    def _template_bias(self, templates: Sequence[PromptTemplate], which: Tensor, n: Tensor, *, width: int) -> Tensor:
+        """(B, D) template bias of each row: the [MASK] state of its template with an empty slot, the tail's
+        position ids shifted by the row's sentence length ``n`` (PromptBERT). One backbone pass per template
+        over every length a row of ``width`` tokens can hold, in the encoder's current mode (dropout and
+        gradient in training)."""
+        device = which.device
+        table: list[Tensor] = []
+        starts: list[int] = []
+        for t in templates:
+            count = max(width - t.length, 0) + 1
+            ids = torch.tensor([t.row([])] * count, dtype=torch.long, device=device)
+            pos = torch.tensor([t.bias_positions(k) for k in range(count)], dtype=torch.long, device=device)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                      "position_ids": pos + self._position_offset()}  # fmt: skip
+            if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
+                inputs["token_type_ids"] = torch.zeros_like(ids)
+            out = self.backbone(**inputs, return_dict=True).last_hidden_state
+            starts.append(sum(int(b.shape[0]) for b in table))
+            table.append(out[:, t.mask_at])
+        start = torch.tensor(starts, dtype=torch.long, device=device)[which]
+        return torch.cat(table)[start + n.clamp_min(0)]
 
     def apply_tail(self, embeddings: Tensor) -> Tensor:
         """The modules after pooling (sentence-transformers ``Dense``/``Normalize``), in the folder's order."""
@@ -503,9 +654,13 @@ class Encoder(nn.Module):
     def _length_sorted_batches(
         self, sentences: Sequence[str], batch_size: int
     ) -> tuple[list[list[int]], list[list[int]]]:
-        """Tokenise once (the default prompt prepended), then batch indices in order of token length (longest first)."""
-        enc = self.tokenizer(self._prompted(sentences), truncation=True, max_length=self.max_length())
-        ids: list[list[int]] = enc["input_ids"]
+        """Tokenise once (the default prompt prepended, or the prompt pooler's template around each sentence),
+        then batch indices in order of token length (longest first)."""
+        ids: list[list[int]]
+        if self.pooler == "prompt":
+            ids = self.prompt_input_ids(sentences, self.max_length())[0]
+        else:
+            ids = self.tokenizer(self._prompted(sentences), truncation=True, max_length=self.max_length())["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], ids
 
@@ -578,8 +733,8 @@ class Encoder(nn.Module):
         return out
 
     def token_states(self, sentences: Sequence[str], batch_size: int = 64) -> TokenStates:
-        """Every layer's token vectors (special tokens and a default prompt included, padding dropped), packed
-        in input order; ``pooled`` is :meth:`forward`'s vector (before the tail)."""
+        """Every layer's token vectors (special tokens and a default prompt included, or the prompt pooler's
+        template, padding dropped), packed in input order; ``pooled`` is :meth:`forward`'s vector (before the tail)."""
         was_training = self.training
         self.eval()
         batches, ids = self._length_sorted_batches(sentences, batch_size)
@@ -595,7 +750,7 @@ class Encoder(nn.Module):
                 for idx in batches:
                     feats = self._pad([ids[i] for i in idx])
                     hs = self.hidden_states(feats, all_layers=True)
-                    p = self._pool(hs, feats["attention_mask"])
+                    p = self._pool(hs, feats)
                     # scatter the batch's real tokens to their packed rows, one copy per layer
                     mask = feats["attention_mask"].bool().cpu()
                     rows = torch.as_tensor(idx, dtype=torch.long)

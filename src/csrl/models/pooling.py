@@ -13,6 +13,7 @@ Names follow what each computes; SimCSE's names are accepted as aliases.
 | ``mean_sqrt_len``   |                      | sum of the last layer's tokens / sqrt(number of tokens)       |
 | ``weightedmean``    |                      | last-layer tokens weighted by position 1..T (SGPT)            |
 | ``lasttoken``       |                      | the last real token of the last layer (decoder models)        |
+| ``prompt``          | alias ``mask``       | the last layer's state at a template's [MASK] (PromptBERT)  |
 
 The last four are sentence-transformers' ``Pooling`` modes (``max``, ``mean_sqrt_len_tokens``,
 ``weightedmean``, ``lasttoken``), computed the same way, so a sentence-transformers folder that uses
@@ -22,6 +23,11 @@ mask keeps (position 0 with right padding, as everywhere in csrl).
 ``first_last_avg`` uses hidden_states index 1 (first transformer layer) and -1, as SimCSE's current
 code does (its README notes the paper used the embedding layer, index 0); ``first_last_layers``
 overrides the pair explicitly.
+
+``prompt`` (alias ``mask``) is PromptBERT's pooler (Jiang et al., EMNLP 2022): the sentence is put into a
+template such as ``This sentence : "[X]" means [MASK] .`` and its vector is the hidden state at the template's
+[MASK] (:func:`token_at`). The template's token rows, the [MASK] positions and the optional template
+denoising are the encoder's (:mod:`csrl.models.prompt`); here the pooler only picks the rows' [MASK] states.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ POOLERS = (
     "mean_sqrt_len",
     "weightedmean",
     "lasttoken",
+    "prompt",
 )
-ALIASES = {"avg": "mean", "avg_first_last": "first_last_avg", "avg_top2": "last2_avg"}
+ALIASES = {"avg": "mean", "avg_first_last": "first_last_avg", "avg_top2": "last2_avg", "mask": "prompt"}
 
 
 def canonical_pooler(name: str) -> str:
@@ -92,6 +99,11 @@ def last_token(states: Tensor, mask: Tensor) -> Tensor:
     return masked[torch.arange(states.shape[0], device=states.device), seq_len - 1 - from_end]
 
 
+def token_at(states: Tensor, index: Tensor) -> Tensor:
+    """(B, T, D), (B,) -> (B, D): row b's state at position ``index[b]`` (the [MASK] of a prompt template)."""
+    return states[torch.arange(states.shape[0], device=states.device), index]
+
+
 def masked_max(states: Tensor, mask: Tensor) -> Tensor:
     """(B, T, D), (B, T) -> (B, D): per-dimension max over non-padding tokens."""
     return states.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
@@ -123,15 +135,21 @@ def pool(
     *,
     first_last_layers: tuple[int, int] = (1, -1),
     padding_mask: Tensor | None = None,
+    token_index: Tensor | None = None,
 ) -> Tensor:
     """Pool token states to one vector per sentence.
 
     hidden_states: per layer (B, T, D), index 0 = embedding output, -1 = last layer. attention_mask:
     (B, T), the tokens pooled (a prompt excluded from pooling is zero here); padding_mask: the
-    tokenizer's mask when it differs (only ``weightedmean`` reads it, for positions).
+    tokenizer's mask when it differs (only ``weightedmean`` reads it, for positions); token_index: (B,)
+    the [MASK] position of each row (``prompt`` only, required there).
     """
     name = canonical_pooler(pooler)
     last = hidden_states[-1]
+    if name == "prompt":
+        if token_index is None:
+            raise ValueError("pooler prompt needs token_index: the [MASK] position of each row")
+        return token_at(last, token_index)
     if name in ("cls", "cls_before_pooler"):
         return first_token(last, attention_mask)
     if name == "mean":

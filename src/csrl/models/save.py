@@ -8,6 +8,7 @@ The folder is built as a ``SentenceTransformer`` of sentence-transformers' modul
     modules.json, config_sentence_transformers.json   the pipeline; prompts, similarity function, versions
     sentence_bert_config.json                         the Transformer module
     1_Pooling/ (or 1_LayerAveragePooling/)            ST Pooling (the csrl pooler's mode) or csrl's module
+                                                      (1_PromptMaskPooling/: the prompt pooler, csrl only)
     2_Dense/ or 2_TanhLinear/ (head at inference)     ST Dense (linear, linear_tanh) or csrl's TanhLinear
     then the base model's own tail                    e.g. Normalize for all-MiniLM-L6-v2, a Dense projection
     csrl_encoder.json, csrl_head.safetensors          csrl's full encoder config and the training head
@@ -19,7 +20,10 @@ pooling layer is saved without one and ``sentence_bert_config.json`` says so (``
 {add_pooling_layer: false}``, read by sentence-transformers' ``Transformer.load``), so nothing loads as
 "newly initialised"; ``do_lower_case`` is written there too. Folders load with sentence-transformers >= 6
 (its module paths); csrl's own modules (``first_last_avg``, ``last2_avg``, a ``tanh_linear`` head kept at
-inference) need csrl installed and ``trust_remote_code=True``.
+inference) need csrl installed and ``trust_remote_code=True``. The ``prompt`` pooler (PromptBERT) cannot be
+expressed in the format at all: its folder records the pooler in csrl's ``PromptMaskPooling`` module, which
+sentence-transformers refuses to load with a message saying so (never another pooler in its place); csrl
+loads the folder exactly, and its model card says so.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from csrl.errors import CsrlError
 from csrl.models.card import CardFacts, hub_base_model, model_card
-from csrl.models.encoder import CSRL_CONFIG, HEAD_WEIGHTS, Encoder, _quiet_transformers
+from csrl.models.encoder import CSRL_CONFIG, HEAD_POOLERS, HEAD_WEIGHTS, Encoder, _quiet_transformers
 from csrl.utils.io import atomic_dir
 
 ST_MODES = {
@@ -71,12 +76,18 @@ def _quiet_sentence_transformers() -> Iterator[None]:
 def _pooling_module(enc: Encoder) -> nn.Module:
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    from csrl.models.st_modules import LayerAveragePooling
+    from csrl.models.st_modules import LayerAveragePooling, PromptMaskPooling
 
     if enc.pooler in ST_MODES:
         return Pooling(enc.dim, pooling_mode=ST_MODES[enc.pooler], include_prompt=enc.include_prompt)  # type: ignore[arg-type]
-    layers = list(enc.config.first_last_layers) if enc.pooler == "first_last_avg" else [-2, -1]
-    return LayerAveragePooling(enc.dim, layers, include_prompt=enc.include_prompt)
+    if enc.pooler in ("first_last_avg", "last2_avg"):
+        layers = list(enc.config.first_last_layers) if enc.pooler == "first_last_avg" else [-2, -1]
+        return LayerAveragePooling(enc.dim, layers, include_prompt=enc.include_prompt)
+    if enc.pooler == "prompt":
+        c = enc.config
+        return PromptMaskPooling(enc.dim, c.prompt_template, c.prompt_template_view2, c.prompt_denoise,
+                                 c.prompt_denoise_at_inference)  # fmt: skip
+    raise CsrlError(f"pooler {enc.pooler!r} has no module to save it with")  # a new pooler must say how it saves
 
 
 def _head_module(enc: Encoder) -> nn.Module | None:
@@ -86,7 +97,7 @@ def _head_module(enc: Encoder) -> nn.Module | None:
     from csrl.models.st_modules import TanhLinear
 
     linear = enc.head.linear
-    if enc.pooler != "cls" or enc.config.mlp_only_train or linear is None:
+    if enc.pooler not in HEAD_POOLERS or enc.config.mlp_only_train or linear is None:
         return None
     weight, bias = linear.weight.detach().cpu().clone(), linear.bias.detach().cpu().clone()
     if enc.head.kind == "tanh_linear":
@@ -156,11 +167,13 @@ def card_facts(enc: Encoder, modules: list[str]) -> CardFacts:
         modules=modules,
         pooler=enc.pooler,
         head=enc.head.kind,
-        head_at_inference=enc.pooler == "cls" and not enc.config.mlp_only_train and enc.head.linear is not None,
+        head_at_inference=enc.pooler in HEAD_POOLERS and not enc.config.mlp_only_train and enc.head.linear is not None,
         embedding_dim=enc.embedding_dim,
         max_seq_length=enc.max_length(),
         prompt=enc.prompt,
-        needs_csrl=any(name in ("LayerAveragePooling", "TanhLinear") for name in modules),
+        needs_csrl=any(name in ("LayerAveragePooling", "TanhLinear", "PromptMaskPooling") for name in modules),
+        csrl_only="PromptMaskPooling" in modules,
+        prompt_template=enc.config.prompt_template if enc.pooler == "prompt" else "",
     )
 
 

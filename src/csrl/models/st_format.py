@@ -14,7 +14,8 @@ What csrl reproduces exactly (anything else is refused with a message, never app
 - ``Pooling`` with one mode: ``cls``, ``mean``, ``max``, ``mean_sqrt_len_tokens``, ``weightedmean`` or
   ``lasttoken`` (csrl's poolers of the same computation), and ``include_prompt``;
 - ``Dense`` (a ``torch.nn`` activation) and ``Normalize`` on the sentence embedding, in their order;
-- csrl's own ``LayerAveragePooling`` and ``TanhLinear`` (:mod:`csrl.models.st_modules`);
+- csrl's own ``LayerAveragePooling`` and ``TanhLinear`` (:mod:`csrl.models.st_modules`), and
+  ``PromptMaskPooling``, the record of csrl's ``prompt`` pooler, which only csrl can run;
 - the default prompt of ``config_sentence_transformers.json`` (``default_prompt_name``).
 """
 
@@ -38,7 +39,11 @@ ST_POOLING_MODES = {
     "weightedmean": "weightedmean",
     "lasttoken": "lasttoken",
 }
-CSRL_MODULES = ("csrl.models.st_modules.LayerAveragePooling", "csrl.models.st_modules.TanhLinear")
+CSRL_MODULES = (
+    "csrl.models.st_modules.LayerAveragePooling",
+    "csrl.models.st_modules.TanhLinear",
+    "csrl.models.st_modules.PromptMaskPooling",
+)
 _TEXT_FEATURES = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
 _HUB_KEYS = ("subfolder", "token", "cache_dir", "cache_folder", "revision", "local_files_only", "trust_remote_code")
 
@@ -56,6 +61,7 @@ class STPipeline:
     pooler: str = "mean"
     pooling_dim: int | None = None
     first_last_layers: tuple[int, int] | None = None
+    prompt_pooling: dict[str, Any] = field(default_factory=dict)  # the prompt pooler's model.prompt_* settings
     include_prompt: bool = True
     tail: list[nn.Module] = field(default_factory=list)
     max_seq_length: int | None = None
@@ -177,6 +183,16 @@ def _read_layer_pooling(model: str, path: str, pipe: STPipeline) -> None:
     pipe.first_last_layers = (layers[0], layers[1])
 
 
+def _read_prompt_pooling(model: str, path: str, pipe: STPipeline) -> None:
+    """csrl's ``prompt`` pooler: its settings (the module's config), never its ``load`` (which refuses)."""
+    from csrl.models.st_modules import PromptMaskPooling
+
+    cfg = PromptMaskPooling.load_config(model, subfolder=path)
+    pipe.pooler = "prompt"
+    pipe.pooling_dim = cfg.get("embedding_dimension")
+    pipe.prompt_pooling = {k: cfg[k] for k in PromptMaskPooling.config_keys if k != "embedding_dimension" and k in cfg}
+
+
 def _load_tail_module(cls: type, model: str, path: str) -> nn.Module:
     from sentence_transformers.base.modules import Dense, Normalize
 
@@ -210,7 +226,7 @@ def read_st_pipeline(model: str, *, head_module: str | None = None) -> STPipelin
     from sentence_transformers.base.modules import Dense, Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    from csrl.models.st_modules import LayerAveragePooling, TanhLinear
+    from csrl.models.st_modules import LayerAveragePooling, PromptMaskPooling, TanhLinear
 
     pipe = _read_model_config(model)
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
@@ -231,6 +247,8 @@ def read_st_pipeline(model: str, *, head_module: str | None = None) -> STPipelin
                 _read_pooling(model, path, pipe)
             elif issubclass(cls, LayerAveragePooling):
                 _read_layer_pooling(model, path, pipe)
+            elif issubclass(cls, PromptMaskPooling):
+                _read_prompt_pooling(model, path, pipe)
             else:
                 raise _refuse(model, f"module {name} ({cls.__name__}) comes where csrl expects the pooling")
             pooled = True

@@ -7,6 +7,9 @@ Used in saved model folders (``modules.json`` types ``csrl.models.st_modules.Lay
 trust_remote_code=True)`` loads such a folder where csrl is installed (sentence-transformers 6 asks for
 ``trust_remote_code`` for every module class outside its own package). Every other csrl pooler and head
 uses sentence-transformers' own ``Pooling`` and ``Dense``, so those folders load without csrl.
+
+``PromptMaskPooling`` (the ``prompt`` pooler, PromptBERT) is different: the format cannot express it, so
+the module only records the pooler's settings for csrl and refuses to run in sentence-transformers.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from sentence_transformers.base.modules.module import Module
 from torch import Tensor, nn
 
+from csrl.errors import CsrlError
 from csrl.models.pooling import exclude_prefix, masked_mean
 
 
@@ -87,3 +91,60 @@ class TanhLinear(Module):
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
         model = cls(**config)
         return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model, **hub)
+
+
+PROMPT_POOLER_REFUSED = (
+    "this model uses csrl's prompt pooler (PromptBERT: the [MASK] state of a template around the sentence, "
+    "optionally minus the template's own [MASK] state), which the sentence-transformers format cannot express: "
+    "the sentence goes inside the template before tokenisation (sentence-transformers prompts are prefixes only) "
+    "and template denoising runs the backbone a second time"
+)
+
+
+class PromptMaskPooling(Module):
+    """The record of csrl's ``prompt`` pooler in a saved folder; refused by sentence-transformers.
+
+    It holds the pooler's settings (``config.json``) for csrl, which reads the folder exactly
+    (``csrl.load_encoder``, :mod:`csrl.models.st_format`). Its ``load`` and ``forward`` raise
+    :class:`~csrl.errors.CsrlError` saying why, so ``SentenceTransformer(folder, trust_remote_code=True)``
+    stops instead of pooling something else (without ``trust_remote_code`` sentence-transformers refuses
+    the module class itself).
+    """
+
+    config_keys: list[str] = [
+        "embedding_dimension", "prompt_template", "prompt_template_view2", "prompt_denoise",
+        "prompt_denoise_at_inference",
+    ]  # fmt: skip
+
+    def __init__(
+        self,
+        embedding_dimension: int,
+        prompt_template: str,
+        prompt_template_view2: str | None = None,
+        prompt_denoise: bool = False,
+        prompt_denoise_at_inference: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding_dimension = embedding_dimension
+        self.prompt_template = prompt_template
+        self.prompt_template_view2 = prompt_template_view2
+        self.prompt_denoise = prompt_denoise
+        self.prompt_denoise_at_inference = prompt_denoise_at_inference
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        raise CsrlError(PROMPT_POOLER_REFUSED, hint="load it with csrl: csrl.load_encoder(folder)")
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
+    ) -> PromptMaskPooling:
+        raise CsrlError(
+            f"{model_name_or_path}: {PROMPT_POOLER_REFUSED}",
+            hint="load it with csrl: csrl.load_encoder(folder), csrl eval / csrl encode FOLDER",
+        )

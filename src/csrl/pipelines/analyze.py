@@ -8,14 +8,16 @@ the threshold; skipped when STS-B is absent), then every registered metric
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from csrl.analysis.function_words import tokenizer_vocab
+from csrl.analysis.registry import metrics
 from csrl.analysis.suite import AnalysisResult, analyze_token_states, encode_pairs
 from csrl.data.corpora import read_lines
 from csrl.data.sts import POSITIVE_THRESHOLD, load_analysis_sentences, load_positive_pairs
@@ -123,4 +125,33 @@ def analyze_model(
     return result
 
 
-__all__ = ["STSB_SOURCE", "analysis_sentences", "analyze_model", "read_sentence_file"]
+def compare_analyses(named: Mapping[str, Path | str], out_dir: Path | str | None = None) -> str:
+    """Several saved analyses (``csrl analyze --out DIR`` folders or their ``analysis.json``) side by side:
+    per-metric Markdown tables (a column per name) and, with ``out_dir``, ``layer_metrics_compare.png`` (every
+    model on the same per-layer panels). Models of different depths share the layer axis from 0."""
+    from csrl.analysis.tables import compare_tables_markdown
+
+    if len(named) < 2:
+        raise CsrlError("comparing analyses needs at least two NAME=PATH", hint="e.g. raw=runs/a mlm=runs/b")
+    results = {}
+    for name, where in named.items():
+        path = Path(where)
+        path = path / "analysis.json" if path.is_dir() else path
+        if not path.is_file():
+            raise CsrlError(f"{path}: no analysis.json", hint="run csrl analyze MODEL --out DIR first")
+        try:
+            result = AnalysisResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            for m in metrics("layer"):
+                if m.column is not None and len(result.layer_values(m.key)) != result.n_layers:
+                    raise ValueError(f"{m.key} has {len(result.layer_values(m.key))} layers, not {result.n_layers}")
+            results[name] = result
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CsrlError(f"{path} is not a csrl analysis ({exc})", hint="pass the analysis.json of csrl analyze")
+    if out_dir is not None:
+        from csrl.analysis.plots import plot_layer_metrics
+
+        plot_layer_metrics(results, Path(out_dir) / "layer_metrics_compare.png")
+    return compare_tables_markdown(results)
+
+
+__all__ = ["STSB_SOURCE", "analysis_sentences", "analyze_model", "compare_analyses", "read_sentence_file"]

@@ -12,7 +12,7 @@ from csrl.pretrain.loop import PretrainResult, pretrain
 from csrl.pretrain.setup import StepCallback
 from csrl.train.config import apply_overrides
 
-__all__ = ["pretrain_run", "resolve_pretrain_config"]
+__all__ = ["pretrain_init", "pretrain_run", "resolve_pretrain_config"]
 
 
 def resolve_pretrain_config(
@@ -53,3 +53,34 @@ def pretrain_run(
     """Resolve the config and pretrain (or resume) the run; see :func:`csrl.pretrain.loop.pretrain`."""
     cfg = resolve_pretrain_config(config, overrides, resume=resume, output_dir=output_dir)
     return pretrain(cfg, data_dir=data_dir, resume=resume is not None, callbacks=callbacks)
+
+
+def pretrain_init(
+    config: Path | str | None,
+    overrides: Sequence[str] = (),
+    *,
+    output_dir: Path | str | None = None,
+) -> Path:
+    """Save the recipe's initial model, untrained, to ``<output_dir>/model`` and return that folder.
+
+    The weights are those :func:`pretrain` starts from (``train.seed``, the recipe's size; ``model.init_from``
+    when continuing), so the folder is the random-init baseline of a run: its geometry is what pretraining
+    starts from (a random transformer is itself anisotropic). No data is read; the folder loads with
+    ``AutoModelForMaskedLM``/``AutoModel`` and is a model for ``csrl eval``/``analyze``/``train``.
+    """
+    from csrl.pretrain.model import build_tokenizer, save_mlm
+    from csrl.pretrain.setup import initial_mlm
+
+    cfg = resolve_pretrain_config(config, overrides, output_dir=output_dir)
+    out = Path(cfg.output_dir) / "model"
+    if out.exists():
+        raise CsrlError(f"{out} exists", hint="choose another --output-dir; csrl never overwrites a model folder")
+    tokenizer = build_tokenizer(cfg)
+    mlm = initial_mlm(cfg, tokenizer)
+    m = cfg.model
+    card = (
+        f"# Untrained masked LM (random initialisation, seed {cfg.train.seed})\n\n"
+        f"Made by `csrl pretrain --init-only`: {m.layers} layers x {m.hidden} hidden ({m.heads} heads, feed-forward "
+        f"{m.intermediate}), the initial weights of the recipe's pretraining run; no training step was taken.\n"
+    )
+    return save_mlm(mlm, tokenizer, out, card=card)

@@ -122,6 +122,13 @@ class PretrainTrainConfig:
         0, min=1, allow_zero_as_off=True, help="geometry probe every N steps (a multiple of log_every); 0 = off"
     )
     dynamics_probe_size: int = setting(1000, min=2, help="probe sentences (STS-B test sentence1)")
+    dynamics_early_every: int = setting(
+        0,
+        min=1,
+        allow_zero_as_off=True,
+        help="also probe every N steps up to dynamics_early_until (dense early); 0 = off",
+    )
+    dynamics_early_until: int = setting(0, min=0, help="last step of the dense early probing")
     dynamics_pooler: str = setting("mean", choices=POOLERS, help="sentence vectors of the geometry probe")
     progress: bool = True  # progress bar
     report_to: tuple[str, ...] = ("tensorboard",)  # trackers: tensorboard, wandb, mlflow (csrl.train.trackers)
@@ -163,6 +170,11 @@ def _validate(cfg: PretrainConfig) -> PretrainConfig:
     if t.dynamics_every and t.dynamics_every % t.log_every:
         raise CsrlError(
             f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
+            hint="the geometry probe runs on logged steps: use a multiple of log_every",
+        )
+    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
+        raise CsrlError(
+            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
             hint="the geometry probe runs on logged steps: use a multiple of log_every",
         )
     if t.eval_every and d.heldout_fraction == 0 and not d.heldout_files:

@@ -100,6 +100,13 @@ def heldout_batches(cfg: PretrainConfig, data: PretrainData, masker: Masker) -> 
     return masker.fixed(seqs, cfg.train.eval_batch_size) if seqs else []
 
 
+def initial_mlm(cfg: PretrainConfig, tokenizer: Any) -> nn.Module:
+    """The weights a run starts from: torch's RNG seeded with ``train.seed``, then :func:`build_mlm`
+    (``csrl pretrain --init-only`` saves exactly these: a random-init baseline of the recipe's size)."""
+    seed_everything(cfg.train.seed)
+    return build_mlm(cfg, tokenizer)
+
+
 def _probe(cfg: PretrainConfig, mlm: nn.Module, tokenizer: Any, data_dir: Path | None, run_dir: Path) -> Any:
     t = cfg.train
     if not t.dynamics_every:
@@ -112,6 +119,7 @@ def _probe(cfg: PretrainConfig, mlm: nn.Module, tokenizer: Any, data_dir: Path |
         probe_sentences(data_dir, t.dynamics_probe_size), every=t.dynamics_every,
         positive_pairs=positive_pairs(data_dir), vocab=vocab, special_tokens=special,
         batch_size=min(t.eval_batch_size, 128), seed=0,
+        early_every=t.dynamics_early_every, early_until=t.dynamics_early_until,
     )  # fmt: skip
     return probe, encoder
 
@@ -147,8 +155,7 @@ def set_up_pretraining(
     tokenizer = build_tokenizer(cfg)
     masker = Masker(tokenizer, probability=d.mlm_probability, whole_word=d.whole_word_masking)
     data = open_pretrain_data(cfg, tokenizer, data_dir, rank=dist.rank(), world_size=dist.world_size(), log=log)
-    seed_everything(t.seed)  # the initial weights: the same on every rank
-    mlm = build_mlm(cfg, tokenizer).to(device).train()
+    mlm = initial_mlm(cfg, tokenizer).to(device).train()  # the same on every rank
     total = total_steps(cfg, data)
     if t.warmup_steps > total:
         raise CsrlError(f"train.warmup_steps={t.warmup_steps} is longer than the run ({total} steps)",

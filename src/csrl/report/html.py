@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,19 @@ from typing import Any
 
 from csrl.errors import CsrlError
 from csrl.report import tables
-from csrl.report.dynamics import DEV_KEY, Records, dynamics_figures, metric_keys, png_bytes, read_metrics, series
-from csrl.utils.io import atomic_write_text
+from csrl.report.dynamics import (
+    DEV_KEY,
+    Records,
+    Runs,
+    dynamics_figures,
+    metric_keys,
+    png_bytes,
+    read_metrics,
+    run_subject,
+    series,
+    stages_figure,
+)
+from csrl.utils.io import atomic_write_bytes, atomic_write_text
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """
@@ -73,6 +85,10 @@ CAPTIONS = {
     "of functional and content tokens, intra-sentence similarity; uniformity, alignment and average cosine of "
     "the pooled embeddings.",
     "training": "Training loss and STS-B dev Spearman x100 (the best checkpoint is kept).",
+    "layers": "Every layer's anisotropy baseline, mean token norm and top rogue-dimension share over training "
+    "(layer 0 is the embedding output), on the same token draw.",
+    "pretraining": "Masked-LM loss and accuracy on the training batches and on the held-out slice, and the "
+    "learning rate.",
     "paradigm": "Paper B's gradient paradigm per step: GD (dissipation), W (hardest-negative share), R, and the "
     "angles between anchors, positives and negatives.",
 }
@@ -163,7 +179,7 @@ def run_sections(run_dir: Path, records: Records) -> list[tuple[str, str, str]]:
     if rows:
         note = f'<p class="meta">Spearman x100; STS12-16 aggregate <code>{esc(agg)}</code>.</p>'
         sections.append(("sts", "STS results", note + table(head, rows)))
-    figs = dynamics_figures({run_dir.name: [records]}) if records else {}
+    figs = dynamics_figures({run_dir.name: [records]}, run_subject(run_dir, records)) if records else {}
     if figs:
         inner = "".join(img(f, n, CAPTIONS.get(n, "")) for n, f in figs.items())
         sections.append(("dynamics", "Learning dynamics", inner))
@@ -175,23 +191,41 @@ def run_sections(run_dir: Path, records: Records) -> list[tuple[str, str, str]]:
     return sections
 
 
-def run_report(run_dir: Path) -> str:
+def _run_records(run_dir: Path) -> Records:
     try:
         records = read_metrics(run_dir)
     except CsrlError:
         records = []
     if not records and not (run_dir / "config.json").is_file():
         raise CsrlError(f"{run_dir} holds no run (no metrics.jsonl, no config.json)")
+    return records
+
+
+def _run_parts(run_dir: Path) -> tuple[str, list[tuple[str, str, str]]]:
+    records = _run_records(run_dir)
     steps = max((int(r["step"]) for r in records), default=0)
     _, dev = series(records, DEV_KEY)
     best = f", best STS-B dev {dev.max():.2f}" if dev.size else ""
-    state = "finished" if (run_dir / "DONE").exists() or (run_dir / "results").is_dir() else "in progress or stopped"
-    sub = f"run folder {run_dir} · {steps} steps{best} · {state}"
-    return page(f"csrl run report: {run_dir.name}", sub, run_sections(run_dir, records))
+    _, acc = series(records, "mlm/accuracy")
+    mlm = f", held-out MLM accuracy {acc[-1]:.4f}" if acc.size else ""
+    state = "finished" if (run_dir / "DONE").exists() or (run_dir / "results").is_dir() or (
+        run_dir / "model").is_dir() else "in progress or stopped"  # fmt: skip
+    sub = f"run folder {run_dir} · {steps} steps{best}{mlm} · {state}"
+    return sub, run_sections(run_dir, records)
+
+
+def run_report(run_dir: Path) -> str:
+    sub, sections = _run_parts(run_dir)
+    return page(f"csrl run report: {run_dir.name}", sub, sections)
 
 
 # ----------------------------------------------------------------------------- a sweep
 def sweep_report(sweep_dir: Path) -> str:
+    sub, sections = _sweep_parts(sweep_dir)
+    return page(f"csrl sweep report: {sweep_dir.name}", sub, sections)
+
+
+def _sweep_parts(sweep_dir: Path) -> tuple[str, list[tuple[str, str, str]]]:
     from csrl.report import sweep as sw
 
     spec = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
@@ -211,6 +245,9 @@ def sweep_report(sweep_dir: Path) -> str:
     sections.append(("overview", "Grid", overview))
     if t["groups"].rows:
         sections.append(("groups", "Groups (mean ± std over seeds)", _scroll(t["groups"].html())))
+    change = sw.change_table(col)
+    if change.rows and len(change.headers) > len(col.group_axes) + 1:
+        sections.append(("change", "Geometry, first probe → last (mean ± std over seeds)", _scroll(change.html())))
     abl = sw.ablation_figures(col)
     if abl:
         inner = "".join(img(f, n, "Mean ± std over seeds per value of the axis.") for n, f in abl.items())
@@ -225,22 +262,94 @@ def sweep_report(sweep_dir: Path) -> str:
     sections.append(("settings", "Sweep settings and base config",
                      pre_json({k: spec.get(k) for k in ("source", "output_dir", "settings", "base")})))  # fmt: skip
     sub = f"sweep folder {sweep_dir} · {len(col.cells)} cells"
-    return page(f"csrl sweep report: {sweep_dir.name}", sub, sections)
+    return sub, sections
 
 
-def build_report(path: Path | str) -> str:
-    """The HTML of a run folder or a sweep folder (one with ``sweep.json``)."""
-    p = Path(path)
+def _is_sweep(p: Path) -> bool:
+    return (p / "sweep.json").is_file()
+
+
+def _check_folder(p: Path) -> None:
     if not p.is_dir():
         raise CsrlError(f"{p} is not a folder", hint="pass a run folder (csrl train) or a sweep folder (csrl sweep)")
-    return sweep_report(p) if (p / "sweep.json").is_file() else run_report(p)
 
 
-def write_report(path: Path | str, out: Path | str | None = None) -> Path:
-    """Write the report atomically (default ``<path>/report.html``)."""
+def _stage_runs(p: Path) -> Runs:
+    """A part's logs for the stages figure: a run's own log, or a sweep's groups (mean over seeds)."""
+    if _is_sweep(p):
+        from csrl.report import sweep as sw
+
+        return sw.group_runs(sw.collect(p))
+    records = _run_records(p)
+    return {p.name: [records]} if records else {}
+
+
+def stages_report(paths: Sequence[Path]) -> str:
+    """One page for several folders in training order, e.g. a ``csrl pretrain`` run then a SimCSE run or sweep
+    from its model: a figure of the geometry across the stages (first folder left, the others right), then
+    each folder's own report sections."""
+    sections: list[tuple[str, str, str]] = []
+    first = _run_records(paths[0]) if not _is_sweep(paths[0]) else []
+    for later in paths[1:]:
+        fig = stages_figure(first, _stage_runs(later), first_label=paths[0].name, then_label=later.name,
+                            suptitle=f"{run_subject(paths[0], first)}  →  {later.name}")  # fmt: skip
+        if fig is not None:
+            caption = (
+                f"The geometry probe over two stages on a shared y axis per metric: {paths[0].name} (left) "
+                f"and {later.name} (right; mean ± std over seeds per group), each on its own step axis."
+            )
+            sections.append((f"stages-{len(sections)}", f"Stages: {paths[0].name} → {later.name}",
+                             img(fig, "stages", caption)))  # fmt: skip
+    subs = []
+    for i, p in enumerate(paths):
+        sub, parts = _sweep_parts(p) if _is_sweep(p) else _run_parts(p)
+        subs.append(sub)
+        sections += [(f"p{i}-{sid}", f"{p.name}: {heading}", html_) for sid, heading, html_ in parts]
+    title = "csrl report: " + " → ".join(p.name for p in paths)
+    return page(title, " | ".join(subs), sections)
+
+
+def build_report(path: Path | str, *more: Path | str) -> str:
+    """The HTML of a run folder or a sweep folder (one with ``sweep.json``); with ``more`` folders, one page
+    for all of them in training order (:func:`stages_report`)."""
+    paths = [Path(path), *(Path(m) for m in more)]
+    for p in paths:
+        _check_folder(p)
+    if len(paths) > 1:
+        return stages_report(paths)
+    p = paths[0]
+    return sweep_report(p) if _is_sweep(p) else run_report(p)
+
+
+def page_figures(page_html: str) -> dict[str, bytes]:
+    """The PNG figures of a report page by name (``<img alt>``; a repeated name gets ``-2``, ``-3``, ...)."""
+    out: dict[str, bytes] = {}
+    for alt, data in re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page_html):
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", html.unescape(alt)) or "figure"
+        key, k = name, 1
+        while key in out:
+            k += 1
+            key = f"{name}-{k}"
+        out[key] = base64.b64decode(data)
+    return out
+
+
+def write_report(
+    path: Path | str,
+    out: Path | str | None = None,
+    *,
+    more: Sequence[Path | str] = (),
+    figures_dir: Path | str | None = None,
+) -> Path:
+    """Write the report atomically (default ``<path>/report.html``); with ``figures_dir``, also every figure
+    of the page as ``<figures_dir>/<name>.png`` (for a paper or the docs)."""
     target = Path(out) if out is not None else Path(path) / "report.html"
-    atomic_write_text(target, build_report(path))
+    page_html = build_report(path, *more)
+    atomic_write_text(target, page_html)
+    if figures_dir is not None:
+        for name, data in page_figures(page_html).items():
+            atomic_write_bytes(Path(figures_dir) / f"{name}.png", data)
     return target
 
 
-__all__ = ["build_report", "run_report", "sweep_report", "write_report"]
+__all__ = ["build_report", "page_figures", "run_report", "stages_report", "sweep_report", "write_report"]

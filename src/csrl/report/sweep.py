@@ -92,6 +92,7 @@ def collect_cell(path: Path, name: str, values: dict[str, str]) -> CellResult:
 class Collected:
     axes: list[dict[str, Any]]  # {"name", "labels", "seed"}
     cells: list[CellResult]
+    sweep_dir: Path | None = None  # where it was collected from (figure titles)
 
     @property
     def group_axes(self) -> list[str]:
@@ -134,12 +135,16 @@ def collect(sweep_dir: Path | str) -> Collected:
         raise CsrlError(f"{root} is not a sweep folder (no sweep.json)", hint="run `csrl sweep CONFIG` first")
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     cells = [collect_cell(cell_dir(root, c["name"]), c["name"], c["values"]) for c in spec["cells"]]
-    return Collected(spec["axes"], cells)
+    return Collected(spec["axes"], cells, Path(sweep_dir))
 
 
 SUMMARY_GEOMETRY = ("geometry/anisotropy", "geometry/alignment", "geometry/uniformity",
                     "geometry/adjusted_intra_similarity", "geometry/norm_mean")  # fmt: skip
 SUMMARY_PARADIGM = ("paradigm/gd_mean", "paradigm/w_hardest", "paradigm/r_mean")
+CHANGE_GEOMETRY = ("geometry/anisotropy", "geometry/functional_self_similarity", "geometry/content_self_similarity",
+                   "geometry/intra_similarity", "geometry/adjusted_intra_similarity", "geometry/norm_mean",
+                   "geometry/rogue_shares", "geometry/alignment", "geometry/uniformity")  # fmt: skip
+"""Paper A's quantities in the first -> last table (:func:`change_table`)."""
 
 
 def _short(key: str) -> str:
@@ -193,6 +198,24 @@ def summary_tables(col: Collected) -> dict[str, Table]:
     return {"groups": Table(g_head, g_rows, [2] * len(g_head)), "cells": Table(c_head, c_rows, c_digits)}
 
 
+def change_table(col: Collected) -> Table:
+    """Per group, the geometry probe's first value (step 0) -> its last, mean ± sample std over the done seeds:
+    what training did to each of paper A's quantities (last layer)."""
+    keys = [k for k in CHANGE_GEOMETRY if any(k in c.first for c in col.cells)]
+    head = [*col.group_axes, "n"] + [f"{_short(k)}: first → last" for k in keys]
+    rows: list[list[tables.Cell]] = []
+    for key, cells in col.groups().items():
+        done = [c for c in cells if c.state == "done"]
+        row: list[tables.Cell] = [*key, f"{len(done)}/{len(cells)}"]
+        for k in keys:
+            f_mean, f_std = tables.mean_std([c.first.get(k, math.nan) for c in done])
+            l_mean, l_std = tables.mean_std([c.final.get(k, math.nan) for c in done])
+            first = tables.fmt_mean_std(f_mean, f_std, digits=3) if f_std > 5e-4 else tables.fmt(f_mean, 3)
+            row.append(f"{first} → {tables.fmt_mean_std(l_mean, l_std, digits=3)}")
+        rows.append(row)
+    return Table(head, rows, [2] * len(head))
+
+
 def _csv_tables(col: Collected) -> tuple[str, str]:
     keys = list(dict.fromkeys(k for c in col.cells for k in cell_metrics(c)))
     firsts = list(dict.fromkeys(k for c in col.cells for k in c.first if k.startswith("geometry/")))
@@ -215,15 +238,38 @@ def group_label(values: Mapping[str, str]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or "all cells"
 
 
-def overlay_figures(col: Collected) -> dict[str, Any]:
-    """Dynamics of every group on shared axes (mean over seeds, ± std band): ``overlay_<name>``."""
+def group_runs(col: Collected) -> dict[str, list[Records]]:
+    """Every group's logs (one per seed), by group label: the ``runs`` of the overlay figures."""
     runs = {}
     for key, cells in col.groups().items():
         logs = [c.records for c in cells if c.records]
         if logs:
             runs[group_label(dict(zip(col.group_axes, key, strict=True)))] = logs
-    figs = dynamics_figures(runs) if runs else {}
+    return runs
+
+
+def overlay_figures(col: Collected) -> dict[str, Any]:
+    """Dynamics of every group on shared axes (mean over seeds, ± std band): ``overlay_<name>``."""
+    runs = group_runs(col)
+    figs = dynamics_figures(runs, sweep_subject(col)) if runs else {}
     return {f"overlay_{k}": v for k, v in figs.items()}
+
+
+def sweep_subject(col: Collected) -> str:
+    """The sweep, its base model and the probed layer, for figure titles."""
+    from csrl.report.dynamics import n_probed_layers
+
+    if col.sweep_dir is None:
+        return ""
+    model = ""
+    try:
+        spec = json.loads((col.sweep_dir / SWEEP_JSON).read_text(encoding="utf-8"))
+        model = str(spec.get("base", {}).get("model", {}).get("model", ""))
+    except (OSError, ValueError, AttributeError):
+        pass
+    n = n_probed_layers({c.name: [c.records] for c in col.cells if c.records})
+    layer = f"geometry probe: last layer (L{n - 1})" if n else ""
+    return " · ".join(x for x in (col.sweep_dir.name, model, layer) if x)
 
 
 def _as_number(label: str) -> float | None:
@@ -299,6 +345,10 @@ def write_summary(sweep_dir: Path | str, col: Collected | None = None) -> list[P
         "",
         t["groups"].markdown(),
         "",
+        "## Geometry, first probe → last (mean ± std over seeds)",
+        "",
+        change_table(col).markdown(),
+        "",
         "## Cells",
         "",
         t["cells"].markdown(),
@@ -327,6 +377,7 @@ __all__ = [
     "Table",
     "ablation_figures",
     "cell_metrics",
+    "change_table",
     "collect",
     "collect_cell",
     "group_rows",

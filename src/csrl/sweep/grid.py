@@ -34,7 +34,7 @@ from typing import Any
 
 from csrl.errors import CsrlError
 from csrl.report.sweep_layout import cell_dir, safe_name
-from csrl.train.config import RunConfig, build_config, build_section, read_yaml
+from csrl.train.config import RunConfig, build_config, build_section, read_recipe, read_yaml
 from csrl.utils.dotted import MISSING, dotted_path, get_dotted, set_dotted
 
 __all__ = [
@@ -260,12 +260,13 @@ def expand(base: Mapping[str, Any], subgrids: Sequence[Sequence[Axis]], output_d
 
 
 def _read_base(path: Path, ref: Path) -> dict[str, Any]:
-    """The ``base:`` recipe (relative to the sweep file, else to the working folder), less its output_dir."""
+    """The ``base:`` recipe (relative to the sweep file, else to the working folder), less its output_dir; a
+    recipe with its own ``base:`` is resolved first (:func:`csrl.train.config.read_recipe`)."""
     candidates = [ref] if ref.is_absolute() else [path.parent / ref, ref]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise CsrlError(f"{path}: base config {ref} not found (looked in {', '.join(map(str, candidates))})")
-    return {k: v for k, v in read_yaml(found).items() if k != "output_dir"}
+    return {k: v for k, v in read_recipe(found).items() if k != "output_dir"}
 
 
 def load_sweep(path: Path | str, *, output_dir: Path | str | None = None) -> Sweep:

@@ -1,9 +1,10 @@
 """Resumable checkpoints: everything needed to continue a run bit-identically, and proof that it is whole.
 
 ``checkpoints/step-0000125/`` holds the encoder and head weights (``model.safetensors``), the optimizer and
-grad-scaler states and every RNG state (python, numpy, torch CPU and CUDA: dropout) in ``state.pt``, and
-the trainer state (step, data position, best dev score) in ``trainer_state.json``. ``manifest.json``,
-written last, lists each file with its size and sha256.
+grad-scaler states, every RNG state (python, numpy, torch CPU and CUDA: dropout) and, for methods that keep
+more than the model (ESimCSE's momentum encoder and queue), their state in ``state.pt``, and the trainer
+state (step, data position, best dev score) in ``trainer_state.json``. ``manifest.json``, written last, lists
+each file with its size and sha256.
 
 A checkpoint is built in a temporary folder and renamed into place (:func:`csrl.utils.io.atomic_dir`), so
 a kill at any moment leaves either the previous checkpoint or the new one, never half of one; older
@@ -88,8 +89,12 @@ def save_checkpoint(
     scaler_state: dict[str, Any] | None,
     trainer_state: dict[str, Any],
     keep: int,
+    method_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/step-NNNNNNN`` atomically (manifest last), then prune to the last ``keep`` checkpoints.
+
+    ``method_state``: what a method keeps besides the model (ESimCSE's momentum encoder and queue,
+    :meth:`csrl.train.methods.Method.state_dict`), stored in ``state.pt`` under ``"method"`` when given.
 
     Each file is serialised in memory and written with plain file writes, so that a full disk surfaces as
     ``ENOSPC`` (:class:`~csrl.utils.io.DiskFullError`, naming the previous checkpoint, which stays intact).
@@ -102,7 +107,8 @@ def save_checkpoint(
         weights = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
         yield "model.safetensors", save_safetensors(weights)
         buf = io.BytesIO()
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler_state, "rng": rng_state()}, buf)
+        blob = {"optimizer": optimizer.state_dict(), "scaler": scaler_state, "rng": rng_state()}
+        torch.save(blob if method_state is None else {**blob, "method": method_state}, buf)
         yield "state.pt", buf.getbuffer()
         yield "trainer_state.json", json.dumps({**trainer_state, "step": step}, indent=2).encode()
 
@@ -133,6 +139,7 @@ def save_run_checkpoint(
     scaler: torch.amp.GradScaler | None,
     keep: int,
     main: bool,
+    method_state: dict[str, Any] | None = None,
 ) -> None:
     """A run's resumable checkpoint at ``state.step`` (a :class:`~csrl.train.state.RunState`): rank 0 writes
     it, every rank waits. Shared by the contrastive trainer and ``csrl pretrain``."""
@@ -147,6 +154,7 @@ def save_run_checkpoint(
             scaler_state=scaler.state_dict() if scaler is not None else None,
             trainer_state=state.to_dict(),
             keep=keep,
+            method_state=method_state,
         )
     dist.barrier()
 
@@ -256,7 +264,8 @@ def resume_checkpoint(root: Path, *, log: Callable[[str], None], set_aside: bool
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, verify: bool = True
 ) -> dict[str, Any]:
-    """Restore weights and optimizer; returns the trainer state, the scaler state and the RNG state.
+    """Restore weights and optimizer; returns the trainer state, the scaler state, the RNG state and the method's
+    state (``"method"``: None when the checkpoint has none).
 
     ``verify``: check the manifest first (a damaged checkpoint raises :class:`~csrl.errors.CsrlError` before
     anything is loaded); a checkpoint without manifest (written by an older csrl) is loaded unverified.
@@ -279,4 +288,4 @@ def load_checkpoint(
         ) from None
     model.load_state_dict(weights)
     optimizer.load_state_dict(blob["optimizer"])
-    return {"trainer": trainer, "scaler": blob["scaler"], "rng": blob["rng"]}
+    return {"trainer": trainer, "scaler": blob["scaler"], "rng": blob["rng"], "method": blob.get("method")}

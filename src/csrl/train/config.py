@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from csrl.data.corpora import Format
+from csrl.data.scored_pairs import SCORED_FORMATS
 from csrl.errors import CsrlError
 from csrl.models.encoder import MAX_TOKENS, EncoderConfig
 from csrl.utils.checks import DEVICES, device_problem, setting, value_problem
@@ -47,8 +48,12 @@ class DataConfig:
         ("train/wiki/wiki1m_for_simcse.head.txt",), path="file", relative_to="data folder",
         help="corpus files, concatenated (relative paths: from the current folder, else the data folder)",
     )  # fmt: skip
-    format: str = setting("auto", choices=typing.get_args(Format), help="corpus format (auto: by the file suffix)")
+    format: str = setting(
+        "auto", choices=(*typing.get_args(Format), *SCORED_FORMATS),
+        help="corpus format (auto: by the file suffix; stsb: SentEval's STS-B files as scored pairs)",
+    )  # fmt: skip
     columns: tuple[str, ...] | None = None  # CSV/JSONL fields: (sentence,) or (sent0, sent1, hard_neg)
+    scored_pairs: bool = False  # the fields are (sentence1, sentence2, gold score): cosent/angle (format=stsb: always)
     max_length: int = setting(32, min=2, max=MAX_TOKENS, help="training truncation in tokens (SimCSE: 32)")
     max_sentences: int | None = setting(None, min=1, help="use only the first N records (CPU-sized runs); null = all")
     no_duplicates: bool = False  # defer records whose text is already in the batch (false negatives)
@@ -99,6 +104,13 @@ class TrainConfig:
         0, min=1, allow_zero_as_off=True, help="geometry probe every N steps (a multiple of log_every); 0 = off"
     )
     dynamics_probe_size: int = setting(1000, min=2, help="probe sentences (STS-B test sentence1)")
+    dynamics_early_every: int = setting(
+        0,
+        min=1,
+        allow_zero_as_off=True,
+        help="also probe every N steps up to dynamics_early_until (dense early); 0 = off",
+    )
+    dynamics_early_until: int = setting(0, min=0, help="last step of the dense early probing")
     cache_chunk_size: int | None = setting(
         None, min=1, max=MAX_CHUNK, help="GradCache: embed the batch in chunks of this size; null = off"
     )
@@ -322,6 +334,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
             f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
             hint="callbacks run on logged steps only: use a multiple of log_every",
         )
+    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
+        raise CsrlError(
+            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
+            hint="callbacks run on logged steps only: use a multiple of log_every",
+        )
     from csrl.models.pooling import canonical_pooler
 
     if cfg.model.pooler != "auto":
@@ -335,7 +352,30 @@ def _validate(cfg: RunConfig) -> RunConfig:
             hint="use one of the two (train.cache_chunk_size=null, or train.mlm_weight=0)",
         )
     _check_compile(cfg)
+    _check_prompt_pooler(cfg)
     return dataclasses.replace(cfg, loss=_check_loss(cfg.loss))
+
+
+def _check_prompt_pooler(cfg: RunConfig) -> None:
+    """PromptBERT's settings without its pooler (they would do nothing), and the prompt pooler with length
+    buckets (its rows are the template's tokens plus a sentence of up to data.max_length, longer than any bucket)."""
+    m, t = cfg.model, cfg.train
+    from csrl.models.pooling import canonical_pooler
+
+    prompt = m.pooler != "auto" and canonical_pooler(m.pooler) == "prompt"
+    if m.pooler != "auto" and not prompt:
+        for key in ("prompt_denoise", "prompt_template_view2", "prompt_denoise_at_inference"):
+            if getattr(m, key) not in (None, False):
+                raise CsrlError(
+                    f"model.{key} is set but model.pooler is {m.pooler!r}: it only applies to the prompt pooler",
+                    hint="set model.pooler=prompt (PromptBERT), or leave model.prompt_* at their defaults",
+                )
+    if prompt and (t.length_buckets is not None or t.compile == "reduce-overhead"):
+        raise CsrlError(
+            "model.pooler=prompt with length buckets (train.length_buckets or train.compile=reduce-overhead): a "
+            "prompt row holds the template's tokens on top of up to data.max_length sentence tokens",
+            hint="use train.compile=off or default, and train.length_buckets=null",
+        )
 
 
 def _check_compile(cfg: RunConfig) -> None:
@@ -387,6 +427,21 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
+def merge_recipes(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, mapping by mapping (a section keeps the base's keys ``over`` does not set);
+    a ``loss`` of another name replaces the base's loss section (its parameters belong to the other loss)."""
+    out = json.loads(json.dumps(dict(base)))  # deep copy of plain data
+    for key, value in over.items():
+        old = out.get(key)
+        other_loss = key == "loss" and isinstance(old, Mapping) and isinstance(value, Mapping) and (
+            value.get("name", old.get("name")) != old.get("name"))  # fmt: skip
+        if isinstance(old, Mapping) and isinstance(value, Mapping) and not other_loss:
+            out[key] = merge_recipes(old, value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CsrlError(f"config file {path} does not exist", hint="see configs/ for ready recipes")
@@ -401,6 +456,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_recipe(path: Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A training recipe as plain data. ``base: other.yaml`` (relative to this file) starts from another
+    recipe: this file's keys are merged on top of it (:func:`merge_recipes`); bases may chain, not loop."""
+    data = read_yaml(path)
+    if "base" not in data:
+        return data
+    ref = data.pop("base")
+    if not isinstance(ref, str) or not ref.strip():
+        raise CsrlError(f"{path}: base must be the path of another recipe, got {ref!r}")
+    target = Path(ref).expanduser()
+    target = target if target.is_absolute() else path.parent / target
+    seen = (*_seen, path.resolve())
+    if target.resolve() in seen:
+        raise CsrlError(f"{path}: base {ref} leads back to {target}: the recipes' bases form a loop")
+    if not target.is_file():
+        raise CsrlError(f"{path}: base recipe {target} does not exist", hint="base paths are relative to the recipe")
+    return merge_recipes(read_recipe(target, _seen=seen), data)
+
+
 def build_config(raw: Mapping[str, Any]) -> RunConfig:
     """Build and validate a :class:`RunConfig` from nested plain data."""
     raw = dict(raw)
@@ -411,7 +485,7 @@ def build_config(raw: Mapping[str, Any]) -> RunConfig:
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    raw = read_yaml(path) if path is not None else {}
+    raw = read_recipe(path) if path is not None else {}
     return build_config(apply_overrides(raw, overrides))
 
 
@@ -432,7 +506,8 @@ def build_section(cls: type[_T], raw: Mapping[str, Any], prefix: str = "") -> _T
 RESUME_CADENCE_KEYS = frozenset({
     "train.log_every", "train.eval_every", "train.eval_batch_size", "train.final_eval", "train.final_eval_pooler",
     "train.checkpoint_every", "train.keep_checkpoints", "train.paradigm_every", "train.dynamics_every",
-    "train.dynamics_probe_size", "train.progress", "train.num_threads", "train.compile", "train.compile_backend",
+    "train.dynamics_probe_size", "train.dynamics_early_every", "train.dynamics_early_until", "train.progress",
+    "train.num_threads", "train.compile", "train.compile_backend",
     "train.length_buckets", "train.on_nonfinite",
     "train.max_nonfinite_skips", "train.report_to", "train.tracking_project",
 })  # fmt: skip

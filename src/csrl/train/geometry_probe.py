@@ -6,7 +6,10 @@ uniformity. :class:`DynamicsCallback` computes them on a fixed probe set (by def
 ``train.dynamics_probe_size`` STS-B test ``sentence1``, paper A's analysis sentences), last layer, with
 :func:`csrl.analysis.suite.dynamics_probe`: the metrics registered with ``probe=True`` in
 :mod:`csrl.analysis.catalogue`, returned as ``"geometry/<key>"`` metrics, which the trainer merges into
-``metrics.jsonl``. Alignment uses STS-B test pairs with a gold score above 4.
+``metrics.jsonl``, and every layer's anisotropy baseline, mean token norm and top rogue-dimension share
+(``"layers/L<i>/<key>"``, :func:`csrl.analysis.suite.per_layer_probe`). ``train.dynamics_early_every`` /
+``train.dynamics_early_until`` probe densely early in training, where paper A sees most of the change.
+Alignment uses STS-B test pairs with a gold score above 4.
 
 The probe runs in eval mode (no dropout, no training head under ``mlp_only_train``: the geometry of the
 embeddings that are evaluated), restores the training mode, and runs inside ``torch.random.fork_rng``,
@@ -51,9 +54,14 @@ class DynamicsCallback:
         seed: int = 0,
         anisotropy_samples: int = 1000,
         min_count: int = 5,
+        early_every: int = 0,
+        early_until: int = 0,
+        per_layer: bool = True,
     ) -> None:
         if every < 1:
             raise CsrlError(f"dynamics probe every {every} steps: must be >= 1")
+        if early_every < 0 or early_until < 0:
+            raise CsrlError(f"dynamics probe early_every={early_every}, early_until={early_until}: must be >= 0")
         if len(sentences) < 2:
             raise CsrlError(f"the dynamics probe needs at least 2 sentences, got {len(sentences)}")
         self.sentences = list(sentences)
@@ -68,10 +76,18 @@ class DynamicsCallback:
         self.seed = seed
         self.anisotropy_samples = anisotropy_samples
         self.min_count = min_count
+        self.early_every = early_every
+        self.early_until = early_until
+        self.per_layer = per_layer
         self.steps: list[int] = []  # steps probed so far (step 0 included)
 
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is probed: every ``every`` steps, and every ``early_every`` up to ``early_until``."""
+        early = self.early_every > 0 and step <= self.early_until and step % self.early_every == 0
+        return early or step % self.every == 0
+
     def __call__(self, info: StepInfo) -> dict[str, float] | None:
-        if info.step % self.every:
+        if not self.due(info.step):
             return None
         return self.probe(info.encoder, step=info.step)
 
@@ -102,6 +118,7 @@ class DynamicsCallback:
             seed=self.seed,
             anisotropy_samples=self.anisotropy_samples,
             min_count=self.min_count,
+            per_layer=self.per_layer,
         )
         if step is not None:
             self.steps.append(step)
@@ -149,6 +166,11 @@ def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | No
             f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
             hint="callbacks run on logged steps only: use a multiple of log_every",
         )
+    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
+        raise CsrlError(
+            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
+            hint="callbacks run on logged steps only: use a multiple of log_every",
+        )
     if t.dynamics_probe_size < 2:
         raise CsrlError(f"train.dynamics_probe_size must be >= 2, got {t.dynamics_probe_size}")
     vocab, special_tokens = tokenizer_vocab(encoder.tokenizer)
@@ -160,6 +182,8 @@ def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | No
         special_tokens=special_tokens,
         batch_size=min(t.eval_batch_size, 128),
         seed=0,  # the same anisotropy token draw in every run, so runs compare on the same tokens
+        early_every=t.dynamics_early_every,
+        early_until=t.dynamics_early_until,
     )
 
 

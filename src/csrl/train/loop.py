@@ -195,6 +195,7 @@ def training_step(run: Run, state: RunState, records: list[tuple[str, ...]], lr:
     """
     t = run.cfg.train
     features = run.data.features(records, run.encoder, run.cfg.data.max_length)
+    gold = run.data.gold(records, run.device)  # scored pairs: {"scores": (B,)}, the loss's scores=; else {}
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.optimizer.zero_grad(set_to_none=True)  # set_to_none: CUDA-graph gradients must be freed each step
@@ -202,14 +203,17 @@ def training_step(run: Run, state: RunState, records: list[tuple[str, ...]], lr:
     scale = run.scaler.scale if run.scaler is not None else (lambda x: x)
     if t.cache_chunk_size is not None:
         out, views = cached_embed_and_backward(
-            run.model, features, run.data.n_views, run.loss_fn, t.cache_chunk_size, autocast=run.autocast, scale=scale
-        )
+            run.model, features, run.data.n_views, run.loss_fn, t.cache_chunk_size, autocast=run.autocast, scale=scale,
+            extra_views=lambda: gold,
+        )  # fmt: skip
     else:
         mlm = partial(auxiliary_mlm_loss, run.encoder, features, weight=t.mlm_weight, autocast=run.autocast)
+        extras = partial(run.method.extra_views, run.encoder, features, run.data.n_views, autocast=run.autocast)
         out, views = embed_and_backward(
             run.model, features, run.data.n_views, run.loss_fn, autocast=run.autocast, scale=scale,
-            extra_loss=mlm if t.mlm_weight else None,
+            extra_loss=mlm if t.mlm_weight else None, extra_views=lambda: {**extras(), **gold},
         )  # fmt: skip
+        run.method.after_backward(run.encoder, features, run.data.n_views, autocast=run.autocast)  # ESimCSE's queue
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
     run.guard.check(out.total, run.params, run.optimizer, state.step + 1)
@@ -305,7 +309,7 @@ def log_step(
     values.update({f"loss/{k}": v.detach() if isinstance(v, torch.Tensor) else v for k, v in out.terms.items()})
     hard = None if views.hard_neg is None else views.hard_neg.detach()
     info = StepInfo(state.step, Views(views.z1.detach(), views.z2.detach(), hard), out, run.loss_fn, run.encoder)
-    if t.paradigm_every and state.step % t.paradigm_every == 0:
+    if t.paradigm_every and state.step % t.paradigm_every == 0 and run.method.paradigm_applies:
         values.update(step_stats_tensors(run.loss_fn, info.views.z1, info.views.z2, info.views.hard_neg))
     for cb in run.callbacks:
         values.update(cb(info) or {})
@@ -330,7 +334,8 @@ def evaluate_dev(run: Run, state: RunState) -> None:
 def save_checkpoint(run: Run, state: RunState) -> None:
     """A resumable checkpoint of the run (rank 0 writes; every rank waits)."""
     ckpt.save_run_checkpoint(run.checkpoints(), state, model=run.encoder, optimizer=run.optimizer, scaler=run.scaler,
-                             keep=run.cfg.train.keep_checkpoints, main=run.main)  # fmt: skip
+                             keep=run.cfg.train.keep_checkpoints, main=run.main,
+                             method_state=run.method.state_dict())  # fmt: skip
 
 
 def evaluate_test_suite(run: Run, encoder: Encoder, name: str) -> STSResults:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from csrl.data.sts import STS_TASKS, check_sts_files
 from csrl.errors import CsrlError
 from csrl.losses.registry import build_loss
+from csrl.losses.step_inputs import step_inputs
 from csrl.models.encoder import Encoder, check_model_limits
 from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
@@ -30,6 +31,7 @@ from csrl.train.compile import compile_backbone
 from csrl.train.config import RunConfig
 from csrl.train.geometry_probe import make_dynamics_callback
 from csrl.train.guard import DeviceGuard, Guard, HostGuard, fused_adamw_supported, uses_fused
+from csrl.train.methods import Method, build_method, check_method
 from csrl.train.mlm_aux import attach_mlm_head
 from csrl.train.records import MetricsLog
 from csrl.train.run_lock import check_run_folder
@@ -61,6 +63,7 @@ class Run:
     resumed_from: Path | None
     log: Callable[[str], None]
     guard: Guard  # the non-finite guard (csrl.train.guard): on the device with fused AdamW
+    method: Method = field(default_factory=Method)  # a loss's extra inputs: ESimCSE, SimCSE++ (csrl.train.methods)
 
     def checkpoints(self) -> Path:
         return self.run_dir / "checkpoints"
@@ -141,11 +144,19 @@ def make_guard(
 
 
 def restore(
-    path: Path, encoder: Encoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+    path: Path,
+    encoder: Encoder,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    *,
+    method: Method | None = None,
 ) -> RunState:
-    """Weights, optimizer, scaler and every RNG from a checkpoint; returns its :class:`RunState`."""
+    """Weights, optimizer, scaler, every RNG and the method's state (ESimCSE's momentum encoder and queue) from a
+    checkpoint; returns its :class:`RunState`."""
     fused = [g.get("fused") for g in optimizer.param_groups]
     saved = ckpt.load_checkpoint(path, encoder, optimizer)
+    if method is not None:
+        method.load_state_dict(saved.get("method"))
     for group, ours in zip(optimizer.param_groups, fused, strict=True):  # the kernel is this run's choice
         group["fused"] = ours  # (the saved groups carry the one of the machine that wrote the checkpoint)
         if ours:
@@ -217,15 +228,17 @@ def set_up_run(
     data = open_training_data(cfg, data_dir, rank=dist.rank(), world_size=dist.world_size())
     check_before_loading(cfg, data, data_dir, main=main)  # the data folder, the model's limits, the warm-up
     loss_fn = (loss if loss is not None else build_loss(cfg.loss.name, **dict(cfg.loss.params))).to(device)
+    check_method(cfg, step_inputs(loss_fn), data.n_fields)  # what ESimCSE / SimCSE++ cannot combine with
     seed_everything(t.seed)
     encoder = Encoder.from_pretrained(cfg.model).to(device)
+    method = build_method(cfg, loss_fn, encoder, data)  # before the MLM head: the momentum copy needs none
     attach_mlm_head(encoder, cfg.model.model, weight=t.mlm_weight)  # SimCSE's MLM auxiliary loss (mlm_aux)
     if folder is not None:
         folder.commit(log, resumed_from=resume_from)
     model, params, optimizer, scaler = _optimise(cfg, encoder, device)
     state = RunState()
     if resume_from is not None:
-        state = restore(resume_from, encoder, optimizer, scaler)
+        state = restore(resume_from, encoder, optimizer, scaler, method=method)
         log(f"resumed from {resume_from} (step {state.step})")
         if state.precision not in (None, precision):
             log(f"note: steps up to {state.step} ran in {state.precision}, this machine runs {precision}")
@@ -233,7 +246,7 @@ def set_up_run(
     metrics = open_metrics(cfg, run_dir, resume_step=state.step if resume else None, main=main, log=log)
     run = Run(cfg, run_dir, data_dir, device, autocast, data, encoder, model, loss_fn, params, optimizer, scaler,
               total_steps(cfg, data), metrics, list(callbacks), main, resume_from, log, make_guard(cfg, state,
-              optimizer, scaler, device))  # fmt: skip
+              optimizer, scaler, device), method)  # fmt: skip
     probe = make_dynamics_callback(cfg, encoder, data_dir) if main else None
     if probe is not None:
         run.callbacks.append(probe)
