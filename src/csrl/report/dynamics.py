@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -207,7 +207,13 @@ def _panel(ax: Axes, runs: Runs, spec: PanelSpec, colors: list[Any]) -> None:
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0), useMathText=True)
     else:
         ax.ticklabel_format(axis="y", useOffset=False)  # R = 1 +- 1e-3 reads as 1, not as "1e-3 + 1"
-    if ax.get_legend_handles_labels()[0] and (len(keys) > 1 or multi):
+    if multi and len(keys) > 1:  # the groups' colours are in the figure's legend; here the line styles
+        from matplotlib.lines import Line2D
+
+        styles = [Line2D([], [], color="0.25", linestyle=cast(Any, st), label=sub or key)
+                  for (key, sub), st in zip(keys, STYLES, strict=False)]  # fmt: skip
+        ax.legend(handles=styles, fontsize=7)
+    elif not multi and ax.get_legend_handles_labels()[0] and len(keys) > 1:
         ax.legend(fontsize=7)
 
 
@@ -220,6 +226,12 @@ def _panels_figure(runs: Runs, panels_: list[PanelSpec], suptitle: str) -> Figur
     colors = line_colors(len(runs))
     for ax, spec in zip(axes, present, strict=True):
         _panel(ax, runs, spec, colors)
+    if len(runs) > 1:  # one legend for the groups, below the panels
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label)
+                   for label, c in zip(runs, colors, strict=True)]  # fmt: skip
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(runs), 5), fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return fig
