@@ -14,8 +14,11 @@ which run in the test suite.
 ``train_encoder``       a run from a :class:`RunConfig`, a dict (``--set`` keys or sections) or a
                         YAML path; callbacks; a loss object
 ``analyze``             the geometry suite (``csrl analyze``)
+``compare_analyses``    saved analyses side by side: tables and one figure (``csrl analyze-compare``)
 ``simulate_paradigm``   paper B's GD/W/R simulation (``csrl paradigm simulate``)
 ``pretrain_encoder``    masked-LM pretraining (``csrl pretrain``)
+``pretrain_init``       a pretraining recipe's untrained initial weights (``csrl pretrain --init-only``)
+``write_report``        one HTML page for run/sweep folders, in training order (``csrl report``)
 ``push_to_hub``         upload a run's best model (``csrl push``)
 ``fit_posthoc``         BERT-whitening / all-but-the-top fitted on a corpus, saved in a model folder
                         (``csrl posthoc fit``)
@@ -40,10 +43,13 @@ from csrl.losses.simulate import simulate as simulate_paradigm
 from csrl.models.encoder import Encoder, load_encoder
 from csrl.models.posthoc import fit_posthoc
 from csrl.pipelines.analyze import analyze_model as analyze
+from csrl.pipelines.analyze import compare_analyses
 from csrl.pipelines.evaluate import Evaluation, evaluate_model
 from csrl.pipelines.evaluate_any import evaluate_encoder as _evaluate_object
+from csrl.pipelines.pretrain import pretrain_init
 from csrl.pipelines.pretrain import pretrain_run as pretrain_encoder
 from csrl.pipelines.push import push_to_hub
+from csrl.report.html import write_report
 from csrl.train.callbacks import Callback
 from csrl.train.config import LossConfig, RunConfig, apply_overrides, build_config, load_config
 from csrl.train.loop import RunResult
@@ -54,14 +60,17 @@ from csrl.utils.precision import autocast_dtype, resolve_precision
 __all__ = [
     "analyze",
     "as_config",
+    "compare_analyses",
     "encode",
     "evaluate_encoder",
     "fit_posthoc",
     "load_encoder",
+    "pretrain_init",
     "pretrain_encoder",
     "push_to_hub",
     "simulate_paradigm",
     "train_encoder",
+    "write_report",
 ]
 
 

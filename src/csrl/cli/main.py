@@ -181,7 +181,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     print(layer_table_markdown(result))
     if result.sentence is not None:
-        print(f"\nsentence level: {json.dumps(sentence_summary(result))}")
+        summary = json.dumps(sentence_summary(result))
+        print(f"\nsentence level: {summary}  (the pooled vector, before the folder's post-pooling modules)")
+    after = result.extra.get("sentence_after_tail")
+    if after:
+        shown = {k: v for k, v in after.items() if isinstance(v, int | float) or k == "modules"}
+        print(f"sentence level after {' -> '.join(after['modules'])}: {json.dumps(shown)}")
     x = result.extra
     print(
         f"\n{result.n_sentences} sentences, {result.n_tokens} tokens: forward {x['seconds_forward']:.1f}s, "

@@ -202,6 +202,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list[float]]) -> None:
     _atomic_write(path, write)
 
 
+def anchors_text(maps: dict[str, Tensor]) -> str:
+    """The grid the maps were computed on, for the figure title."""
+    n = maps["gd_infonce"].shape[0]
+    return f"{n} x {n} grid of angle pairs"
+
+
 def _figures(out: Path, maps: dict[str, Tensor], w: Tensor) -> None:
     import matplotlib
 
@@ -215,32 +221,35 @@ def _figures(out: Path, maps: dict[str, Tensor], w: Tensor) -> None:
         _atomic_write(out / name, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"), binary=True)
         plt.close(fig)
 
+    x_label = r"mean negative angle $\mu_{\mathrm{neg}} / \pi$"
+    y_label = r"positive angle $\mu_{\mathrm{pos}} / \pi$"
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
     for ax, name in zip(axes, LOSSES, strict=True):
         im = ax.imshow(maps[f"gd_{name}"].numpy(), origin="lower", extent=ext, aspect="auto", vmin=0, vmax=1)
-        ax.set_title(f"GD {name}")
-        ax.set_xlabel("mu_neg / pi")
-    axes[0].set_ylabel("mu_pos / pi")
-    fig.colorbar(im, ax=axes.tolist())
+        ax.set_title(f"GD: {name}", fontsize=10)
+        ax.set_xlabel(x_label)
+    axes[0].set_ylabel(y_label)
+    fig.colorbar(im, ax=axes.tolist(), label=r"$\mathrm{GD}$ (mean over simulated batches)")
+    fig.suptitle(f"paper B's simulation (papers.md 1.4): {anchors_text(maps)}", fontsize=10)
     save(fig, "gd_maps.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     mu_neg = torch.linspace(*NEG_RANGE, grid) / math.pi
     for k, tau in enumerate(TEMPERATURES):
-        ax.plot(mu_neg.numpy(), w[k].numpy(), label=f"tau={tau:g}")
-    ax.set_xlabel("mu_neg / pi")
-    ax.set_ylabel("hardest-negative share of W")
-    ax.set_title(f"W at mu_pos = {W_MU_POS} rad, batches with GD >= {GD_MIN:g}")
+        ax.plot(mu_neg.numpy(), w[k].numpy(), label=rf"$\tau$ = {tau:g}")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(r"$W_{\max}$: hardest-negative share of the push")
+    ax.set_title(rf"InfoNCE weight W at $\mu_{{\mathrm{{pos}}}}$ = {W_MU_POS} rad, batches with GD $\geq$ {GD_MIN:g}")
     ax.legend()
     save(fig, "w_share.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, name in zip(axes, ("arccon", "met"), strict=True):
         im = ax.imshow(maps[f"r_{name}"].numpy(), origin="lower", extent=ext, aspect="auto", vmin=0, vmax=5)
-        ax.set_title(f"R {name} (blank: masked)")
-        ax.set_xlabel("mu_neg / pi")
-    axes[0].set_ylabel("mu_pos / pi")
-    fig.colorbar(im, ax=axes.tolist())
+        ax.set_title(f"R: {name} (blank: GD masked)", fontsize=10)
+        ax.set_xlabel(x_label)
+    axes[0].set_ylabel(y_label)
+    fig.colorbar(im, ax=axes.tolist(), label=r"$R$ (pull / push, mean over simulated batches)")
     save(fig, "r_maps.png")
 
 

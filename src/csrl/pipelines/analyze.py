@@ -12,13 +12,14 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from csrl.analysis.function_words import tokenizer_vocab
 from csrl.analysis.registry import metrics
-from csrl.analysis.suite import AnalysisResult, analyze_token_states, encode_pairs
+from csrl.analysis.suite import AnalysisResult, analyze_sentence_embeddings, analyze_token_states, encode_pairs
 from csrl.data.corpora import read_lines
 from csrl.data.sts import POSITIVE_THRESHOLD, load_analysis_sentences, load_positive_pairs
 from csrl.errors import CsrlError
@@ -53,13 +54,38 @@ def analysis_sentences(
 
 
 def _positive_pairs(
-    enc: Encoder, data_dir: Path | None, threshold: float, batch_size: int, dtype: torch.dtype | None = None
+    enc: Encoder,
+    data_dir: Path | None,
+    threshold: float,
+    batch_size: int,
+    dtype: torch.dtype | None = None,
+    *,
+    tail: bool = True,
 ) -> tuple[Tensor, Tensor] | None:
+    """STS-B test positives encoded as :meth:`Encoder.encode` does (``tail``), or as the pooled vector before
+    the folder's post-pooling modules (``tail=False``: what ``token_states``'s ``pooled`` is)."""
     try:
         xs, ys = load_positive_pairs(data_dir, threshold)
     except CsrlError:
         return None  # no STS-B: alignment is skipped
-    return encode_pairs(lambda s: enc.encode(s, batch_size=batch_size, autocast_dtype=dtype), xs, ys)
+    saved = enc.tail
+    if not tail:
+        enc.tail = nn.ModuleList()
+    try:
+        return encode_pairs(lambda s: enc.encode(s, batch_size=batch_size, autocast_dtype=dtype), xs, ys)
+    finally:
+        enc.tail = saved
+
+
+def _after_tail(enc: Encoder, pooled: Tensor, pairs: tuple[Tensor, Tensor] | None) -> dict[str, Any] | None:
+    """The sentence-level metrics after the folder's post-pooling modules (``Dense``, ``Normalize``, a fitted
+    whitening or all-but-the-top: ``csrl posthoc fit``), or None for a folder without any."""
+    if not len(enc.tail) or pooled.shape[0] < 2:
+        return None
+    with torch.inference_mode():
+        after = enc.apply_tail(pooled.to(enc.device)).float().cpu()
+    res = analyze_sentence_embeddings(after, positive_pairs=pairs)
+    return {"modules": [type(m).__name__ for m in enc.tail], "dim": res.dim, **res.values}
 
 
 def analyze_model(
@@ -98,12 +124,17 @@ def analyze_model(
         with torch.autocast(enc.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             states = enc.token_states(texts, batch_size=batch_size)
         t1 = time.perf_counter()
-        pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size, dtype)
+        # the sentence-level metrics of the pooled vector (before the tail), with positives encoded the same way
+        pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size, dtype, tail=False)
+        after_pairs = _positive_pairs(enc, data_dir, positive_threshold, batch_size, dtype) if len(enc.tail) else None
         t2 = time.perf_counter()
         vocab, special_tokens = tokenizer_vocab(enc.tokenizer)
         result = analyze_token_states(
             states, vocab=vocab, special_tokens=special_tokens, seed=seed, positive_pairs=pairs
         )
+        after = _after_tail(enc, states.pooled, after_pairs) if states.pooled is not None else None
+        if after is not None:
+            result.extra["sentence_after_tail"] = after
         t3 = time.perf_counter()
         result.extra.update(
             {
