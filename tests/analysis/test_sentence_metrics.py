@@ -155,3 +155,19 @@ def test_effective_rank_of_equal_singular_values(k):
     v = torch.linalg.qr(torch.randn(20, k, generator=g, dtype=torch.float64))[0]
     assert sm.effective_rank(4.0 * u @ v.T) == pytest.approx(float(k), abs=1e-6)
     assert sm.effective_rank(torch.zeros(5, 3)) == 0.0
+
+
+def test_sentence_rogue_share_is_the_top_dimension_of_the_summed_cosine() -> None:
+    import torch
+
+    from csrl.analysis.registry import SentenceContext, get_metric
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 8, generator=g, dtype=torch.float64)
+    x[:, 3] += 4.0  # one dominant shared direction
+    u = x / x.norm(dim=1, keepdim=True)
+    off = (u @ u.T).sum() - u.shape[0]
+    per_dim = torch.stack([u[:, d].sum() ** 2 - (u[:, d] ** 2).sum() for d in range(8)])
+    value = get_metric("sentence_rogue_share").compute(SentenceContext(x, None))
+    assert value == pytest.approx(float((per_dim / off).max()), rel=1e-9)
+    assert value == pytest.approx(float(per_dim[3] / off), rel=1e-9) and value > 0.9

@@ -228,3 +228,16 @@ def singular_values_centered(ctx: SentenceContext) -> list[float] | None:
     if ctx.embeddings is None:
         return None
     return _floats(sm.singular_spectrum(ctx.embeddings, center=True))
+
+
+@register_metric(
+    "sentence_rogue_share", level="sentence", label="top rogue dimension of the sentence embeddings",
+    symbol=r"$r_{\mathrm{top}}$", unit="share of the summed cosine",
+)  # fmt: skip
+def sentence_rogue_share(ctx: SentenceContext) -> float | None:
+    """The largest dimension's share of the summed pairwise cosine of the sentence embeddings (pairs a != b;
+    :func:`~csrl.analysis.token_metrics.rogue_dimension_shares`): the sentence-level rogue dimension, e.g. before
+    and after a post-hoc whitening (which leaves the token-level geometry untouched)."""
+    if ctx.embeddings is None or ctx.embeddings.shape[0] < 2:
+        return None
+    return float(tm.rogue_dimension_shares(ctx.embeddings.detach().double()).max())
