@@ -101,3 +101,16 @@ def test_continued_pretraining_from_an_mlm_checkpoint(
     assert w0.shape == w1.shape and not torch.equal(w0, w1)  # the checkpoint's head, one step further
     with pytest.raises(CsrlError, match="weights of the masked LM"):  # a bare encoder has no head to continue
         pretrain(tiny_config(tiny_corpus, tmp_path / "bare", f"model.init_from={tiny_model_dir}"), log=lambda m: None)
+
+
+def test_dense_early_probes_and_every_layer(tiny_corpus: Path, fake_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", "train.max_steps=4", "train.dynamics_every=4",
+                      "train.dynamics_early_every=1", "train.dynamics_early_until=2", "train.eval_every=0")  # fmt: skip
+    res = pretrain(cfg, data_dir=fake_data_dir)
+    records = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in records if "geometry/anisotropy" in r]
+    assert [r["step"] for r in probed] == [0, 1, 2, 4]  # dense up to step 2, then every 4
+    n_layers = cfg.model.layers + 1
+    assert all({f"layers/L{i}/anisotropy" for i in range(n_layers)} <= set(r) for r in probed)
+    assert all(r[f"layers/L{n_layers - 1}/anisotropy"] == pytest.approx(r["geometry/anisotropy"], abs=1e-6)
+               for r in probed)  # fmt: skip

@@ -203,7 +203,7 @@ def log_step(
         values["mlm/train_accuracy"] = float(correct)
     if grad_norm is not None:
         values["train/grad_norm"] = grad_norm
-    if run.probe is not None and run.probe_encoder is not None and state.step % run.probe.every == 0:
+    if run.probe is not None and run.probe_encoder is not None and run.probe.due(state.step):
         values.update(run.probe.probe(run.probe_encoder, step=state.step))
         run.mlm.train()
     for cb in run.callbacks:
