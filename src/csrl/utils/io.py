@@ -187,6 +187,32 @@ def _fsync_tree(root: Path) -> None:
 
 
 @contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (POSIX, main thread) for the block; a signal that arrives meanwhile is delivered,
+    and its Python handler runs, when the block ends."""
+    import signal
+    import threading
+
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if hold else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a temporary tree even if a second Ctrl-C/SIGTERM arrives meanwhile (the first is being raised)."""
+    for _ in range(3):
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        except BaseException:  # interrupted inside rmtree: finish the cleanup, the caller re-raises the first
+            continue
+
+
+@contextmanager
 def atomic_dir(path: Path | str, *, expected_bytes: int | None = None) -> Iterator[Path]:
     """Build a directory in a temporary beside ``path`` and move it into place when the block succeeds.
 
@@ -209,9 +235,15 @@ def atomic_dir(path: Path | str, *, expected_bytes: int | None = None) -> Iterat
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
     mode = _target_mode(path, 0o777)
+    tmp: Path | None = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
+        # Ctrl-C/SIGTERM are held while the temporary is made and named, so an interruption lands where the
+        # handler below knows the name and deletes it (not between mkdtemp and the assignment).
+        with _signals_held():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    except BaseException as exc:
+        if tmp is not None:
+            _remove_tree(tmp)
         full = disk_full_error(exc, path, expected_bytes or 0, at_least=expected_bytes is None)
         if full is not None:
             raise full from None
@@ -237,7 +269,7 @@ def atomic_dir(path: Path | str, *, expected_bytes: int | None = None) -> Iterat
             fsync_dir(parent)
     except BaseException as exc:
         written = _tree_bytes(tmp) if isinstance(exc, OSError) else 0
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         needed = max(expected_bytes or 0, written)
         full = disk_full_error(exc, path, needed, at_least=expected_bytes is None)
         if full is not None:
