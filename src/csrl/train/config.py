@@ -119,6 +119,17 @@ class TrainConfig:
     mlm_weight: float = setting(
         0.0, min=0, max=100.0, help="SimCSE's MLM auxiliary loss weight (SimCSE: 0.1), needs an MLM head; 0 = off"
     )  # csrl.train.mlm_aux
+    diffcse_weight: float = setting(
+        0.0,
+        min=0,
+        max=100.0,
+        help="DiffCSE's conditional replaced-token-detection loss weight lambda (paper, BERT: 0.005), needs "
+        "train.diffcse_generator; 0 = off",
+    )  # csrl.train.diffcse
+    diffcse_generator: str | None = None  # DiffCSE's frozen MLM generator (folder or Hub id), same vocabulary
+    diffcse_mask_ratio: float = setting(
+        0.3, gt=0, max=1.0, help="DiffCSE: fraction of the tokens masked for the generator (paper, BERT: 0.3)"
+    )
     on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="what a NaN/Inf loss or gradient does")
     max_nonfinite_skips: int = setting(
         20, min=1, help="skip mode: stop after this many consecutive non-finite steps (default 20)"
@@ -351,9 +362,28 @@ def _validate(cfg: RunConfig) -> RunConfig:
             "train.mlm_weight > 0 with train.cache_chunk_size: the MLM auxiliary loss is not cached yet",
             hint="use one of the two (train.cache_chunk_size=null, or train.mlm_weight=0)",
         )
+    _check_diffcse(cfg)  # csrl.train.diffcse
     _check_compile(cfg)
     _check_prompt_pooler(cfg)
     return dataclasses.replace(cfg, loss=_check_loss(cfg.loss))
+
+
+def _check_diffcse(cfg: RunConfig) -> None:
+    """DiffCSE's settings: a generator when the weight is on, and no GradCache (the RTD term is not cached)."""
+    t = cfg.train
+    if not t.diffcse_weight:
+        return
+    if not t.diffcse_generator:
+        raise CsrlError(
+            "train.diffcse_weight > 0 needs train.diffcse_generator: the frozen masked LM that fills the masks",
+            hint="make one with csrl pretrain configs/pretrain-mlm-cpu.yaml and set "
+            "train.diffcse_generator=runs/pretrain-mlm-cpu/model (any *ForMaskedLM sharing the encoder's vocabulary)",
+        )
+    if t.cache_chunk_size is not None:
+        raise CsrlError(
+            "train.diffcse_weight > 0 with train.cache_chunk_size: DiffCSE's RTD loss is not cached",
+            hint="use one of the two (train.cache_chunk_size=null, or train.diffcse_weight=0)",
+        )
 
 
 def _check_prompt_pooler(cfg: RunConfig) -> None:

@@ -44,7 +44,9 @@ from csrl.train import distributed as dist
 from csrl.train.callbacks import Callback, StepInfo
 from csrl.train.compile import mark_step
 from csrl.train.config import RunConfig
+from csrl.train.diffcse import diffcse_rtd_loss
 from csrl.train.guard import CODE_NAMES, OK, HostGuard
+from csrl.train.methods import view_rows
 from csrl.train.mlm_aux import auxiliary_mlm_loss
 from csrl.train.records import progress_bar
 from csrl.train.run_lock import acquire_lock, run_folder, stopped_message
@@ -209,9 +211,12 @@ def training_step(run: Run, state: RunState, records: list[tuple[str, ...]], lr:
     else:
         mlm = partial(auxiliary_mlm_loss, run.encoder, features, weight=t.mlm_weight, autocast=run.autocast)
         extras = partial(run.method.extra_views, run.encoder, features, run.data.n_views, autocast=run.autocast)
+        rtd = partial(diffcse_rtd_loss, run.encoder, view_rows(features, run.data.n_views), weight=t.diffcse_weight,
+                      mask_ratio=t.diffcse_mask_ratio, autocast=run.autocast)  # fmt: skip
         out, views = embed_and_backward(
             run.model, features, run.data.n_views, run.loss_fn, autocast=run.autocast, scale=scale,
             extra_loss=mlm if t.mlm_weight else None, extra_views=lambda: {**extras(), **gold},
+            views_loss=(lambda v: rtd(v.z1)) if t.diffcse_weight else None,  # DiffCSE: h = the first view's z
         )  # fmt: skip
         run.method.after_backward(run.encoder, features, run.data.n_views, autocast=run.autocast)  # ESimCSE's queue
     if run.scaler is not None:

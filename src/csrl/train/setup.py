@@ -29,6 +29,7 @@ from csrl.train.batches import TrainingData, open_training_data, resolve_train_f
 from csrl.train.callbacks import Callback
 from csrl.train.compile import compile_backbone
 from csrl.train.config import RunConfig
+from csrl.train.diffcse import attach_diffcse
 from csrl.train.geometry_probe import make_dynamics_callback
 from csrl.train.guard import DeviceGuard, Guard, HostGuard, fused_adamw_supported, uses_fused
 from csrl.train.methods import Method, build_method, check_method
@@ -233,6 +234,7 @@ def set_up_run(
     encoder = Encoder.from_pretrained(cfg.model).to(device)
     method = build_method(cfg, loss_fn, encoder, data)  # before the MLM head: the momentum copy needs none
     attach_mlm_head(encoder, cfg.model.model, weight=t.mlm_weight)  # SimCSE's MLM auxiliary loss (mlm_aux)
+    attach_diffcse(encoder, t.diffcse_generator, weight=t.diffcse_weight)  # DiffCSE's discriminator (diffcse)
     if folder is not None:
         folder.commit(log, resumed_from=resume_from)
     model, params, optimizer, scaler = _optimise(cfg, encoder, device)

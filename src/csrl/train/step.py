@@ -85,6 +85,7 @@ def embed_and_backward(
     scale: Callable[[Tensor], Tensor] = _identity,
     extra_loss: Callable[[], LossOutput] | None = None,
     extra_views: Callable[[], dict[str, Tensor]] | None = None,
+    views_loss: Callable[[Views], LossOutput] | None = None,
 ) -> tuple[LossOutput, Views]:
     """One forward over the concatenated views, the loss, and its backward.
 
@@ -92,7 +93,9 @@ def embed_and_backward(
     computed after the loss and added to it (total and terms) before the one backward pass (SimCSE's MLM
     auxiliary loss, :func:`csrl.train.mlm_aux.auxiliary_mlm_loss`). ``extra_views``, when given, is called
     after the forward and returns the loss's extra inputs (``clean``, ``queue``: :meth:`Views.extras`,
-    :meth:`csrl.train.methods.Method.extra_views`). The returned views still carry their graph; callers that
+    :meth:`csrl.train.methods.Method.extra_views`). ``views_loss``, when given, is computed from this rank's
+    views (in the graph) and added like ``extra_loss`` (DiffCSE's conditional RTD loss,
+    :func:`csrl.train.diffcse.diffcse_rtd_loss`). The returned views still carry their graph; callers that
     keep them detach them.
     """
     with autocast():
@@ -104,6 +107,9 @@ def embed_and_backward(
     if extra_loss is not None:
         extra = extra_loss()
         out = LossOutput(out.total + extra.total, {**out.terms, **extra.terms})
+    if views_loss is not None:
+        conditioned = views_loss(views)
+        out = LossOutput(out.total + conditioned.total, {**out.terms, **conditioned.terms})
     scale(out.total).backward()  # also when non-finite: the guard drops the update on the device (no host read)
     return out, views
 
