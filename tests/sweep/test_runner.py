@@ -112,6 +112,15 @@ def test_crashes_are_retried_user_errors_are_not(tmp_path: Path) -> None:
                                    base={"train": {"batch_size": 16, "max_steps": 3}}))  # fmt: skip
     with pytest.raises(CsrlError, match=r"another config \(changed: train.batch_size"):
         prepare_cell(other.cells[0])
+    # a setting csrl gained after the cell started (absent from its stored config, at its default now) is not a change
+    meta = json.loads((cell.dir / "cell.json").read_text())
+    del meta["config"]["train"]["diffcse_weight"]
+    (cell.dir / "cell.json").write_text(json.dumps(meta))
+    prepare_cell(cell)
+    meta["config"]["train"]["mlm_weight"] = 0.5  # a stored value other than the default still is
+    (cell.dir / "cell.json").write_text(json.dumps(meta))
+    with pytest.raises(CsrlError, match=r"another config \(changed: train.mlm_weight\)"):
+        prepare_cell(cell)
 
 
 # ----------------------------------------------------------------------------- locks and orphans

@@ -36,6 +36,7 @@ import yaml
 from csrl.errors import CsrlError
 from csrl.report.sweep_layout import CELL_JSON, CELL_YAML, DONE, STSB_RESULT, SWEEP_JSON, cell_state
 from csrl.sweep.grid import RUN_SECTIONS, Cell, Sweep, SweepSettings, load_sweep
+from csrl.train.config import RunConfig
 from csrl.train.run_lock import acquire_lock, live_holder
 from csrl.utils.io import atomic_write_json, atomic_write_text
 
@@ -57,7 +58,13 @@ Log = Callable[[str], None]
 
 # ----------------------------------------------------------------------------- one cell
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k != "output_dir"}
+    """``cfg`` without its output folder, with settings it lacks at their defaults: a setting added to csrl after
+    a cell started (at its default value, which the started cell ran with) is not a change of the cell's config."""
+    defaults = RunConfig().to_dict()
+    return {
+        k: {**defaults[k], **v} if isinstance(v, Mapping) and isinstance(defaults.get(k), Mapping) else v
+        for k, v in cfg.items() if k != "output_dir"
+    }  # fmt: skip
 
 
 def prepare_cell(cell: Cell) -> None:
@@ -69,10 +76,11 @@ def prepare_cell(cell: Cell) -> None:
     if meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         old = meta.get("config", {})
-        if _comparable(old) != _comparable(cfg):
+        before, now = _comparable(old), _comparable(cfg)
+        if before != now:
             changed = sorted(
-                f"{s}.{k}" for s in RUN_SECTIONS for k in set(old.get(s, {})) | set(cfg.get(s, {}))
-                if old.get(s, {}).get(k) != cfg.get(s, {}).get(k)
+                f"{s}.{k}" for s in RUN_SECTIONS for k in set(before.get(s, {})) | set(now.get(s, {}))
+                if before.get(s, {}).get(k) != now.get(s, {}).get(k)
             )  # fmt: skip
             raise CsrlError(
                 f"cell {d} was started with another config (changed: {', '.join(changed) or 'unknown'})",
