@@ -43,6 +43,7 @@ def _overrides(model: Path, corpus: Path, out: Path) -> list[str]:
         "train.lr=1e-3",
         "train.num_threads=1",
         "train.paradigm_every=0",
+        "train.precision=fp32",  # auto is bf16 on CPUs with bf16 units: rounding would depend on each rank's padding
     ]
 
 
