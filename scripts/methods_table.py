@@ -29,6 +29,15 @@ COLUMNS = (  # (header, groups.csv column, digits)
 )
 
 
+KINDS = ("wiki1m, unsupervised", "SNLI dev+test, supervised", "STS-B train, supervised, in-domain")
+
+
+def _kind(method: str) -> str:
+    if "in-domain" in method:
+        return KINDS[2]
+    return KINDS[1] if "SNLI" in method else KINDS[0]
+
+
 def _number(row: dict[str, str], column: str, digits: int, *, std: bool = False) -> str:
     mean = row.get(f"{column} mean", "")
     if not mean or math.isnan(float(mean)):
@@ -41,8 +50,8 @@ def _number(row: dict[str, str], column: str, digits: int, *, std: bool = False)
 
 
 def table(runs: Path) -> str:
-    head = ["method", "start", "seeds", "7-task STS avg", *(h for h, _, _ in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    head = ["training data", "method", "start", "seeds", "7-task STS avg", *(h for h, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     rows: dict[str, dict[str, dict[str, str]]] = {}
     for start, sweep in STARTS:
         path = runs / "sweeps" / sweep / "summary" / "groups.csv"
@@ -51,14 +60,16 @@ def table(runs: Path) -> str:
         with path.open(newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 rows.setdefault(row["method"], {})[start] = row
-    for method, by_start in rows.items():
+    for kind in KINDS:  # unsupervised, then supervised on NLI, then supervised in-domain (ranked apart)
         for start, _ in STARTS:
-            row = by_start.get(start)
-            if row is None or int(row["n"]) == 0:
-                continue
-            avg = _number(row, "Avg", 2, std=int(row["n"]) > 1)
-            cells = [method, start, f"{row['n']}/3", f"**{avg}**", *(_number(row, c, d) for _, c, d in COLUMNS)]
-            lines.append("| " + " | ".join(cells) + " |")
+            for method, by_start in rows.items():
+                row = by_start.get(start)
+                if _kind(method) != kind or row is None or int(row["n"]) == 0:
+                    continue
+                avg = _number(row, "Avg", 2, std=int(row["n"]) > 1)
+                name = method.replace(" (supervised, in-domain)", "")
+                cells = [kind, name, start, f"{row['n']}/3", f"**{avg}**", *(_number(row, c, d) for _, c, d in COLUMNS)]
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
