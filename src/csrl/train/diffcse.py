@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from csrl.errors import CsrlError
 from csrl.losses.registry import LossOutput
 from csrl.train import distributed as dist
-from csrl.train.mlm_aux import mlm_head_of, never_masked
+from csrl.train.mlm_aux import load_masked_lm, mlm_head_of, never_masked
 
 DIFFCSE_MASK_RATIO = 0.3  # the paper's masking ratio for BERT
 DIFFCSE_WEIGHT = 0.005  # the paper's lambda for BERT
@@ -222,21 +222,16 @@ def check_same_vocabulary(tokenizer: Any, generator_tokenizer: Any, generator_vo
 
 def load_generator(name: str, tokenizer: Any, encoder_vocab: int) -> nn.Module:
     """The frozen masked LM ``name`` (folder or Hub id) in eval mode, checked against the encoder's tokenizer."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from csrl.models.encoder import _quiet_transformers, resolve_model_name
+    from csrl.models.encoder import resolve_model_name
 
     path = resolve_model_name(name)
-    try:
-        with _quiet_transformers():
-            generator = AutoModelForMaskedLM.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise CsrlError(
-            f"train.diffcse_generator {name} cannot be loaded as a masked LM ({exc})",
-            hint="make one with csrl pretrain configs/pretrain-mlm-cpu.yaml (its model/ folder), or use a "
-            "*ForMaskedLM checkpoint sharing the encoder's vocabulary",
-        ) from None
-    mlm_head_of(generator)  # refuses a model without a known MLM head now
+    generator = load_masked_lm(
+        name, setting="train.diffcse_generator",
+        hint="make one with csrl pretrain configs/pretrain-mlm-cpu.yaml (its model/ folder), or use a "
+        "*ForMaskedLM checkpoint sharing the encoder's vocabulary",
+    )  # fmt: skip
     try:
         generator_tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:

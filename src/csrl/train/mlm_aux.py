@@ -57,6 +57,7 @@ __all__ = [
     "MaskedLMOutput",
     "attach_mlm_head",
     "auxiliary_mlm_loss",
+    "load_masked_lm",
     "load_mlm_head",
     "mask_tokens",
     "masked_lm_loss",
@@ -164,11 +165,12 @@ def mlm_head_of(model: nn.Module) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- SimCSE's auxiliary objective
-def load_mlm_head(model: str, hidden_size: int) -> nn.Module:
-    """The MLM head of checkpoint ``model`` (a folder or Hub id), as an untied trainable copy.
+def load_masked_lm(model: str, *, setting: str, hint: str) -> Any:  # a transformers PreTrainedModel
+    """Checkpoint ``model`` (a folder or Hub id) as a ``*ForMaskedLM`` with its trained MLM head.
 
-    Refuses a checkpoint without MLM head weights (a sentence encoder, a bare ``BertModel``): a random head
-    would make the auxiliary loss teach the encoder to serve random predictions.
+    Refuses a checkpoint without MLM head weights (a sentence encoder, a bare ``BertModel``): transformers would
+    initialise a random head, whose predictions are noise. ``setting`` names the option that asked for the model
+    in the messages; ``hint`` says what to do instead.
     """
     from transformers import AutoModelForMaskedLM
 
@@ -179,17 +181,31 @@ def load_mlm_head(model: str, hidden_size: int) -> nn.Module:
         with _quiet_transformers():
             mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
     except (OSError, ValueError) as exc:
-        raise CsrlError(f"train.mlm_weight > 0: model {model} cannot be loaded as a masked LM ({exc})") from None
-    head = mlm_head_of(mlm)
+        raise CsrlError(f"{setting}: model {model} cannot be loaded as a masked LM ({exc})", hint=hint) from None
+    mlm_head_of(mlm)  # refuses an architecture without a known MLM head
     prefixes = tuple(f"{name}." for name in HEAD_ATTRIBUTES)
     missing = [k for k in info.get("missing_keys", ()) if k.startswith(prefixes) and "decoder.weight" not in k]
     if missing:
         raise CsrlError(
-            f"train.mlm_weight > 0 needs a masked-LM head, and model {model} has none "
+            f"{setting} needs a masked-LM head, and model {model} has none "
             f"(its checkpoint lacks {', '.join(sorted(missing)[:3])}{', ...' if len(missing) > 3 else ''})",
-            hint="make one with csrl pretrain (configs/pretrain-mlm-cpu.yaml) and train from its model/ folder, "
-            "use a *ForMaskedLM checkpoint (e.g. bert-base-uncased), or set train.mlm_weight=0",
+            hint=hint,
         )
+    return mlm
+
+
+def load_mlm_head(model: str, hidden_size: int) -> nn.Module:
+    """The MLM head of checkpoint ``model`` (a folder or Hub id), as an untied trainable copy.
+
+    Refuses a checkpoint without MLM head weights (:func:`load_masked_lm`): a random head would make the
+    auxiliary loss teach the encoder to serve random predictions.
+    """
+    mlm = load_masked_lm(
+        model, setting="train.mlm_weight > 0",
+        hint="make one with csrl pretrain (configs/pretrain-mlm-cpu.yaml) and train from its model/ folder, "
+        "use a *ForMaskedLM checkpoint (e.g. bert-base-uncased), or set train.mlm_weight=0",
+    )  # fmt: skip
+    head = mlm_head_of(mlm)
     if int(mlm.config.hidden_size) != hidden_size:
         raise CsrlError(f"model {model}: its MLM head expects {mlm.config.hidden_size}-dim states, not {hidden_size}")
     for p in head.parameters():  # untie the decoder from the discarded model's embeddings: an own copy
