@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from ddp_helpers import WORLD, float64_encoder, gloo_group, one_thread, prefixed, run_workers
+from ddp_helpers import WORLD, FakeDist, float64_encoder, gloo_group, one_thread, prefixed, run_workers
 from torch import Tensor, nn
 
 import csrl.train.distributed as csrl_dist
@@ -95,41 +95,6 @@ def step_grads(
     out.total.backward()
     grads = {n: p.grad.detach().clone() for n, p in enc.named_parameters() if p.grad is not None}
     return out.total.detach(), grads
-
-
-# ----------------------------------------------------------------------------- faked collectives
-class FakeDist:
-    """Stands in for ``torch.distributed`` inside ``csrl.train.distributed`` as rank ``rank`` of ``world``.
-
-    ``all_gather`` answers from the full tensors: it finds the registered full tensor whose ``rank``-th
-    shard is the local input and hands out every rank's shard of it.
-    """
-
-    def __init__(self, rank: int, world: int, full: list[Tensor]) -> None:
-        self.rank, self.world, self.full = rank, world, full
-        self.calls = 0
-
-    def is_available(self) -> bool:
-        return True
-
-    def is_initialized(self) -> bool:
-        return True
-
-    def get_rank(self) -> int:
-        return self.rank
-
-    def get_world_size(self) -> int:
-        return self.world
-
-    def all_gather(self, parts: list[Tensor], x: Tensor) -> None:
-        self.calls += 1
-        for f in self.full:
-            shards = f.detach().chunk(self.world)
-            if shards[self.rank].shape == x.shape and torch.equal(shards[self.rank], x):
-                for p, s in zip(parts, shards, strict=True):
-                    p.copy_(s)
-                return
-        raise AssertionError("all_gather called with a tensor that is no shard of the batch")
 
 
 def _views(seed: int, batch: int, dim: int = 16) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import torch
+from ddp_helpers import FakeDist
 from safetensors.torch import load_file
-from torch import Tensor
 
 import csrl.train.distributed as csrl_dist
 from csrl.errors import CsrlError
@@ -175,35 +175,6 @@ def test_recipes_dry_run(path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 # ----------------------------------------------------------------------------- faked collectives
-class _FakeDist:
-    """Rank ``rank`` of ``world``: ``all_gather`` answers with the shards of whichever full tensor holds the input."""
-
-    def __init__(self, rank: int, world: int, full: list[Tensor]) -> None:
-        self.rank, self.world, self.full, self.calls = rank, world, full, 0
-
-    def is_available(self) -> bool:
-        return True
-
-    def is_initialized(self) -> bool:
-        return True
-
-    def get_rank(self) -> int:
-        return self.rank
-
-    def get_world_size(self) -> int:
-        return self.world
-
-    def all_gather(self, parts: list[Tensor], x: Tensor) -> None:
-        self.calls += 1
-        for f in self.full:
-            shards = f.detach().chunk(self.world)
-            if shards[self.rank].shape == x.shape and torch.equal(shards[self.rank], x):
-                for p, s in zip(parts, shards, strict=True):
-                    p.copy_(s)
-                return
-        raise AssertionError("all_gather called with a tensor that is no shard of the batch")
-
-
 @pytest.mark.parametrize("name", ["simcsepp", "esimcse"])
 def test_gathered_inputs_give_the_full_batch_loss(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The clean view is gathered like the other views (its rows stay aligned with their anchors); the queue is
@@ -220,7 +191,7 @@ def test_gathered_inputs_give_the_full_batch_loss(name: str, monkeypatch: pytest
     ref = loss_fn(leaves[0], leaves[1], **{key: extra}).total
     ref_grads = torch.autograd.grad(ref, leaves, allow_unused=True)
     for r in range(world):
-        fake = _FakeDist(r, world, full)
+        fake = FakeDist(r, world, full)
         monkeypatch.setattr(csrl_dist, "dist", fake)
         rows = slice(r * local, (r + 1) * local)
         shard = [f[rows].clone().requires_grad_(True) for f in full]

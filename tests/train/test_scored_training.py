@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from ddp_helpers import FakeDist
 
 from csrl.cli.main import main
 from csrl.losses import build_loss
@@ -169,34 +170,6 @@ def test_gradcache_step_passes_the_scores_like_the_plain_step(name: str, tiny_mo
     assert not torch.allclose(other.total, out.total.detach())
 
 
-class _FakeDist:
-    """Rank ``rank`` of ``world``: ``all_gather`` answers from the full tensors the shard was cut from."""
-
-    def __init__(self, rank: int, world: int, full: list[torch.Tensor]) -> None:
-        self.rank, self.world, self.full = rank, world, full
-
-    def is_available(self) -> bool:
-        return True
-
-    def is_initialized(self) -> bool:
-        return True
-
-    def get_rank(self) -> int:
-        return self.rank
-
-    def get_world_size(self) -> int:
-        return self.world
-
-    def all_gather(self, parts: list[torch.Tensor], x: torch.Tensor) -> None:
-        for f in self.full:
-            shards = f.detach().chunk(self.world)
-            if shards[self.rank].shape == x.shape and torch.equal(shards[self.rank], x):
-                for p, s in zip(parts, shards, strict=True):
-                    p.copy_(s)
-                return
-        raise AssertionError("all_gather called with a tensor that is no shard of the batch")
-
-
 @pytest.mark.parametrize("name", ["cosent", "angle"])
 def test_gathered_scores_stay_with_their_pairs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     g = torch.Generator().manual_seed(0)
@@ -207,7 +180,7 @@ def test_gathered_scores_stay_with_their_pairs(name: str, monkeypatch: pytest.Mo
     full = loss_fn(z1, z2, scores=scores).total
     full_grads = torch.autograd.grad(full, [z1, z2])
     rank, world = 1, 2
-    monkeypatch.setattr(csrl_dist, "dist", _FakeDist(rank, world, [z1, z2, scores]))
+    monkeypatch.setattr(csrl_dist, "dist", FakeDist(rank, world, [z1, z2, scores]))
     shard = slice(4, 8)
     l1, l2 = z1.detach()[shard].clone().requires_grad_(True), z2.detach()[shard].clone().requires_grad_(True)
     out = compute_loss(loss_fn, Views(l1, l2, scores=scores[shard]))

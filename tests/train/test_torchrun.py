@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from ddp_helpers import free_port, torchrun_overrides
 
 from csrl.train.config import load_config
 from csrl.train.loop import train
@@ -22,35 +22,8 @@ from csrl.train.loop import train
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_bert import save_tiny_bert
-
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
-
-
 def _overrides(model: Path, corpus: Path, out: Path) -> list[str]:
-    return [
-        f"model.model={model}",
-        f"data.train_files=[{corpus}]",
-        f"output_dir={out}",
-        "train.batch_size=8",
-        f"train.max_steps={STEPS}",
-        "train.eval_every=0",
-        "train.checkpoint_every=2",
-        "train.final_eval=false",
-        "train.progress=false",
-        "train.lr=1e-3",
-        "train.num_threads=1",
-        "train.paradigm_every=0",
-        "train.precision=fp32",  # auto is bf16 on CPUs with bf16 units: rounding would depend on each rank's padding
-    ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return torchrun_overrides(model, corpus, out, batch_size=8, steps=STEPS)
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -72,7 +45,7 @@ def test_torchrun_two_ranks_match_one_process(no_dropout_model: Path, tiny_corpu
         "torch.distributed.run",
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "-m",
         "csrl",
         "train",

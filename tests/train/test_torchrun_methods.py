@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ddp_helpers import free_port, torchrun_overrides
 from safetensors.torch import load_file
 
 from csrl.train.config import load_config
@@ -33,13 +33,6 @@ from csrl.train.loop import train
 STEPS = 4
 BATCH = 8  # global; 4 rows per rank
 QUEUE_RATIO = 1.5  # ESimCSE's queue: 12 rows, so step 3 drops half of step 1's keys (FIFO order across ranks)
-
-
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_bert import save_tiny_bert
-
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -67,27 +60,7 @@ def triplets_file(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
 
 
 def _overrides(model: Path, train_file: Path, out: Path) -> list[str]:
-    return [
-        f"model.model={model}",
-        f"data.train_files=[{train_file}]",
-        f"output_dir={out}",
-        f"train.batch_size={BATCH}",
-        f"train.max_steps={STEPS}",
-        "train.eval_every=0",
-        "train.checkpoint_every=2",
-        "train.final_eval=false",
-        "train.progress=false",
-        "train.lr=1e-3",
-        "train.num_threads=1",
-        "train.paradigm_every=0",
-        "train.precision=fp32",  # auto is bf16 on this CPU: rounding then depends on each rank's batch shape
-    ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return torchrun_overrides(model, train_file, out, batch_size=BATCH, steps=STEPS)
 
 
 def _torchrun(
@@ -96,7 +69,7 @@ def _torchrun(
     """``torchrun --nproc_per_node 2 -m csrl train RECIPE`` (or ``SCRIPT train RECIPE``); returns its stdout."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         *(["-m", "csrl"] if script is None else [str(script)]), "train", str(recipe), "--no-before",
     ]  # fmt: skip
     for o in overrides:

@@ -23,8 +23,28 @@ from torch import Tensor, nn
 from csrl.errors import CsrlError
 from csrl.models.pooling import exclude_prefix, masked_mean
 
+HUB_KWARGS = ("token", "cache_folder", "revision", "local_files_only")
 
-class LayerAveragePooling(Module):
+
+def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The Hub arguments of sentence-transformers' ``Module.load`` that ``load_config``/``load_torch_weights`` take."""
+    return {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+
+
+class _SettingsOnlyModule(Module):
+    """A module with no weights, whose saved form is its ``config.json`` (``config_keys``) alone, and which
+    returns ``embedding_dimension``-wide sentence embeddings."""
+
+    embedding_dimension: int
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+
+
+class LayerAveragePooling(_SettingsOnlyModule):
     """Mean of the mask-aware token averages of two hidden-state layers (``first_last_avg``, ``last2_avg``);
     ``include_prompt=False`` leaves a prompt's tokens out, as sentence-transformers' ``Pooling`` does."""
 
@@ -46,17 +66,11 @@ class LayerAveragePooling(Module):
         features["sentence_embedding"] = torch.stack(vecs).mean(0)
         return features
 
-    def get_embedding_dimension(self) -> int:
-        return self.embedding_dimension
-
-    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
-        self.save_config(output_path)
-
     @classmethod
     def load(  # type: ignore[override]
         cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
     ) -> LayerAveragePooling:
-        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        hub = _hub_kwargs(kwargs)
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
         return cls(**config)
 
@@ -87,7 +101,7 @@ class TanhLinear(Module):
     def load(  # type: ignore[override]
         cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
     ) -> TanhLinear:
-        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        hub = _hub_kwargs(kwargs)
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub)
         model = cls(**config)
         return cls.load_torch_weights(model_name_or_path=model_name_or_path, subfolder=subfolder, model=model, **hub)
@@ -101,7 +115,7 @@ PROMPT_POOLER_REFUSED = (
 )
 
 
-class PromptMaskPooling(Module):
+class PromptMaskPooling(_SettingsOnlyModule):
     """The record of csrl's ``prompt`` pooler in a saved folder; refused by sentence-transformers.
 
     It holds the pooler's settings (``config.json``) for csrl, which reads the folder exactly
@@ -133,12 +147,6 @@ class PromptMaskPooling(Module):
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         raise CsrlError(PROMPT_POOLER_REFUSED, hint="load it with csrl: csrl.load_encoder(folder)")
-
-    def get_embedding_dimension(self) -> int:
-        return self.embedding_dimension
-
-    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
-        self.save_config(output_path)
 
     @classmethod
     def load(  # type: ignore[override]
