@@ -20,7 +20,7 @@ from typing import Any
 from csrl.errors import CsrlError
 from csrl.models.encoder import DEFAULT_MODEL
 from csrl.train.config import MAX_BATCH, apply_overrides, build_section, check_ranges, read_yaml
-from csrl.utils.checks import DEVICES, device_problem, setting
+from csrl.utils.checks import DEVICES, check_probe_schedule, device_problem, setting
 from csrl.utils.precision import PRECISIONS
 
 __all__ = [
@@ -167,16 +167,7 @@ def _validate(cfg: PretrainConfig) -> PretrainConfig:
             f"data.max_length={d.max_length} is more than model.max_position={m.max_position} positions",
             hint="raise model.max_position or lower data.max_length",
         )
-    if t.dynamics_every and t.dynamics_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
-            hint="the geometry probe runs on logged steps: use a multiple of log_every",
-        )
-    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
-            hint="the geometry probe runs on logged steps: use a multiple of log_every",
-        )
+    check_probe_schedule(t.dynamics_every, t.dynamics_early_every, t.log_every)
     if t.eval_every and d.heldout_fraction == 0 and not d.heldout_files:
         raise CsrlError(
             "train.eval_every > 0 but nothing is held out (data.heldout_fraction=0, no data.heldout_files)",

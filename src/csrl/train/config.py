@@ -26,7 +26,7 @@ from csrl.data.corpora import Format
 from csrl.data.scored_pairs import SCORED_FORMATS
 from csrl.errors import CsrlError
 from csrl.models.encoder import MAX_TOKENS, EncoderConfig
-from csrl.utils.checks import DEVICES, device_problem, setting, value_problem
+from csrl.utils.checks import DEVICES, check_probe_schedule, device_problem, setting, value_problem
 from csrl.utils.dotted import flatten
 from csrl.utils.precision import PRECISIONS
 
@@ -340,16 +340,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
 
     check_tracker_names(t.report_to)
     check_ranges(cfg)  # every field against the range its metadata declares (csrl.utils.checks.SCHEMA_KEYS)
-    if t.dynamics_every and t.dynamics_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
-            hint="callbacks run on logged steps only: use a multiple of log_every",
-        )
-    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
-            hint="callbacks run on logged steps only: use a multiple of log_every",
-        )
+    check_probe_schedule(t.dynamics_every, t.dynamics_early_every, t.log_every)
     from csrl.models.pooling import canonical_pooler
 
     if cfg.model.pooler != "auto":

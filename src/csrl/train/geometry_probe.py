@@ -31,6 +31,7 @@ from csrl.errors import CsrlError
 from csrl.models.encoder import Encoder
 from csrl.train.callbacks import StepInfo
 from csrl.train.config import RunConfig
+from csrl.utils.checks import check_probe_schedule
 
 
 class DynamicsCallback:
@@ -161,16 +162,7 @@ def make_dynamics_callback(cfg: RunConfig, encoder: Encoder, data_dir: Path | No
     t = cfg.train
     if not t.dynamics_every:
         return None
-    if t.dynamics_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_every={t.dynamics_every} is not a multiple of train.log_every={t.log_every}",
-            hint="callbacks run on logged steps only: use a multiple of log_every",
-        )
-    if t.dynamics_early_every and t.dynamics_early_every % t.log_every:
-        raise CsrlError(
-            f"train.dynamics_early_every={t.dynamics_early_every} is not a multiple of train.log_every={t.log_every}",
-            hint="callbacks run on logged steps only: use a multiple of log_every",
-        )
+    check_probe_schedule(t.dynamics_every, t.dynamics_early_every, t.log_every)
     if t.dynamics_probe_size < 2:
         raise CsrlError(f"train.dynamics_probe_size must be >= 2, got {t.dynamics_probe_size}")
     vocab, special_tokens = tokenizer_vocab(encoder.tokenizer)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from csrl.errors import CsrlError
+
 PathKind = Literal["file", "dir", "output_file", "output_dir"]
 PATH_KINDS: tuple[PathKind, ...] = ("file", "dir", "output_file", "output_dir")
 
@@ -166,3 +168,14 @@ __all__ = [
     "setting",
     "value_problem",
 ]
+
+
+def check_probe_schedule(dynamics_every: int, dynamics_early_every: int, log_every: int) -> None:
+    """The geometry probe runs on logged steps only: ``train.dynamics_every`` and ``train.dynamics_early_every``
+    (0 = off) must be multiples of ``train.log_every`` (training and pretraining configs alike)."""
+    for name, every in (("dynamics_every", dynamics_every), ("dynamics_early_every", dynamics_early_every)):
+        if every and every % log_every:
+            raise CsrlError(
+                f"train.{name}={every} is not a multiple of train.log_every={log_every}",
+                hint="the geometry probe runs on logged steps only: use a multiple of log_every",
+            )
