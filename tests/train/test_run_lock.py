@@ -19,7 +19,7 @@ from csrl.train import checkpoint as ckpt
 from csrl.train.callbacks import StepInfo
 from csrl.train.config import load_config
 from csrl.train.loop import train
-from csrl.train.run_lock import LOCK_FILE, acquire_lock, live_holder, read_holder
+from csrl.train.run_lock import LOCK_FILE, acquire_lock, live_holder, owned_run, read_holder
 
 
 def _cfg(model: Path, corpus: Path, out: Path | str, *extra: str):  # type: ignore[no-untyped-def]
@@ -229,3 +229,26 @@ def test_a_signal_stops_the_run_cleanly(
     last = ckpt.resume_checkpoint(run / "checkpoints", log=print)
     assert last is not None and ckpt.checkpoint_problem(last) is None
     assert not list((run / "checkpoints").glob(".*"))  # no temporary left by the interruption
+
+
+def test_owned_run_holds_the_lock_and_on_interrupt_names_its_own_command(tmp_path: Path) -> None:
+    """The one wrapper of ``csrl train`` and ``csrl pretrain``: the lock is held inside, released after; an interrupt
+    says how to resume with the caller's command and is re-raised."""
+    run = tmp_path / "pre"
+    (run / "checkpoints" / "step-0000004").mkdir(parents=True)
+    (run / "checkpoints" / "step-0000004" / "trainer_state.json").write_text("{}")  # what makes it look complete
+    (run / "config.json").write_text("{}")
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with owned_run(run, device="cpu", what="pretraining run", command="csrl pretrain", log=logs.append) as log:
+            log("inside")  # a single process is rank 0: it logs
+            assert live_holder(run) is not None
+            raise KeyboardInterrupt
+    assert logs[0] == "inside" and logs[-1] == (
+        f"interrupted: {run} keeps the run (its last checkpoint is step-0000004); continue it with: "
+        f"csrl pretrain --resume {run}"
+    )
+    assert not (run / LOCK_FILE).exists()
+    with owned_run(run, device="cpu", what="run", command="csrl train", log=logs.append):
+        pass
+    assert not (run / LOCK_FILE).exists() and len(logs) == 2

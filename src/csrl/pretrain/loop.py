@@ -40,7 +40,7 @@ from csrl.train import checkpoint as ckpt
 from csrl.train import distributed as dist
 from csrl.train.mlm_aux import MaskedLMOutput
 from csrl.train.records import progress_bar
-from csrl.train.run_lock import acquire_lock
+from csrl.train.run_lock import owned_run
 from csrl.train.schedule import lr_at
 from csrl.train.state import RunState
 from csrl.train.step import grads_finite
@@ -68,24 +68,9 @@ def pretrain(
     """Pretrain ``cfg`` in this process, or as one rank of a ``torchrun`` job (each rank reads
     ``batch_size / world_size`` sequences; DDP averages the gradients; rank 0 logs, evaluates and writes).
     Rank 0 holds the run folder's lock from start to end."""
-    owns_group = dist.init_from_env(cfg.train.device)
-    lock = None
-    quiet = log if dist.is_main_process() else (lambda msg: None)
-    try:
-        if dist.is_main_process():
-            lock = acquire_lock(Path(cfg.output_dir), what="pretraining run", log=quiet)
+    folder = Path(cfg.output_dir)
+    with owned_run(folder, device=cfg.train.device, what="pretraining run", command="csrl pretrain", log=log) as quiet:
         return _pretrain(cfg, data_dir=data_dir, resume=resume, callbacks=callbacks, log=quiet)
-    except KeyboardInterrupt:
-        if lock is not None:
-            last = ckpt.latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
-            quiet(f"interrupted: {cfg.output_dir} keeps the run (last checkpoint: {last.name if last else 'none'}); "
-                  f"continue it with: csrl pretrain --resume {cfg.output_dir}")  # fmt: skip
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
-        if owns_group:
-            dist.shutdown()
 
 
 def _pretrain(

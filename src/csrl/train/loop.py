@@ -49,7 +49,7 @@ from csrl.train.guard import CODE_NAMES, OK, HostGuard
 from csrl.train.methods import view_rows
 from csrl.train.mlm_aux import auxiliary_mlm_loss
 from csrl.train.records import progress_bar
-from csrl.train.run_lock import acquire_lock, run_folder, stopped_message
+from csrl.train.run_lock import owned_run, run_folder
 from csrl.train.schedule import lr_at
 from csrl.train.setup import Run, set_up_run
 from csrl.train.state import RunState
@@ -94,23 +94,9 @@ def train(
     ``loss``: a loss object to train with instead of building ``cfg.loss`` (``cfg.loss`` must describe it;
     :func:`csrl.api.train` fills it in from the object).
     """
-    owns_group = dist.init_from_env(cfg.train.device)
-    lock = None
-    try:
-        quiet = log if dist.is_main_process() else (lambda msg: None)
-        if dist.is_main_process():
-            lock = acquire_lock(run_folder(cfg), log=quiet)
+    with owned_run(run_folder(cfg), device=cfg.train.device, what="run", command="csrl train", log=log) as quiet:
         return _train(cfg, data_dir=data_dir, resume=resume, overwrite=overwrite, callbacks=callbacks,
                       eval_before=eval_before, log=quiet, loss=loss)  # fmt: skip
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI: say where the run stands
-        if lock is not None:
-            quiet(stopped_message(run_folder(cfg)))
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
-        if owns_group:
-            dist.shutdown()
 
 
 def _train(

@@ -19,6 +19,7 @@ when the run starts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -27,7 +28,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -430,10 +431,38 @@ def check_run_folder(
     return folder
 
 
-def stopped_message(run_dir: Path) -> str:
-    """What an interrupted run says: where it stands and how to continue it."""
+def stopped_message(run_dir: Path, command: str = "csrl train") -> str:
+    """What an interrupted run says: where it stands and how to continue it (``command --resume RUN_DIR``)."""
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is None and not (run_dir / "config.json").exists():
         return f"interrupted before {run_dir} held a run: nothing to resume"
     kept = f"its last checkpoint is {last.name}" if last is not None else "it has no checkpoint yet"
-    return f"interrupted: {run_dir} keeps the run ({kept}); continue it with: csrl train --resume {run_dir}"
+    return f"interrupted: {run_dir} keeps the run ({kept}); continue it with: {command} --resume {run_dir}"
+
+
+@contextlib.contextmanager
+def owned_run(run_dir: Path, *, device: str, what: str, command: str, log: Log) -> Iterator[Log]:
+    """One run in this process, or as one rank of a ``torchrun`` job, owning ``run_dir``.
+
+    Joins the process group when launched by ``torchrun`` (and leaves it after); rank 0 holds the folder's lock
+    from start to end (``what`` names the owner in messages) and, on Ctrl-C or SIGTERM through the CLI, says
+    where the run stands (:func:`stopped_message` with ``command``). Yields the log to use: ``log`` on rank 0,
+    silent on the other ranks."""
+    from csrl.train import distributed as dist
+
+    owns_group = dist.init_from_env(device)
+    lock = None
+    quiet: Log = log if dist.is_main_process() else (lambda msg: None)
+    try:
+        if dist.is_main_process():
+            lock = acquire_lock(run_dir, what=what, log=quiet)
+        yield quiet
+    except KeyboardInterrupt:
+        if lock is not None:
+            quiet(stopped_message(run_dir, command))
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        if owns_group:
+            dist.shutdown()
