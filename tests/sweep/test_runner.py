@@ -227,3 +227,33 @@ def test_an_interrupted_sweep_stops_every_running_cell(tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in started), out
     assert sorted(p.name for p in pids.iterdir()) == sorted(map(str, started))  # no third cell, no retry
     assert not (tmp_path / "out" / LOCK_FILE).exists()
+
+
+def test_an_interrupted_attempt_keeps_its_seconds_in_the_cell_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt cut by Ctrl-C/SIGTERM in this process is still recorded (exit code null, its seconds); the cell's
+    DONE seconds are the sum over every attempt, those of the interrupted sweep included."""
+    import csrl.sweep.runner as runner
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"train.seed": [1]}, sweep={"final_tasks": "none"}))
+    cell = sweep.cells[0]
+    calls: list[int] = []
+
+    def attempt(*args: Any) -> int:
+        calls.append(1)
+        time.sleep(0.2)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return 0
+
+    monkeypatch.setattr(runner, "_attempt", attempt)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, SweepSettings(), log=lambda s: None)
+    attempts = json.loads((cell.dir / "cell.json").read_text())["attempts"]
+    assert [a["exit_code"] for a in attempts] == [None] and attempts[0]["seconds"] >= 0.2
+    assert run_cell(cell, SweepSettings(), log=lambda s: None) == "done"
+    attempts = json.loads((cell.dir / "cell.json").read_text())["attempts"]
+    assert [a["exit_code"] for a in attempts] == [None, 0]
+    done = json.loads((cell.dir / DONE).read_text())["seconds"]
+    assert done >= sum(a["seconds"] for a in attempts) >= 0.4

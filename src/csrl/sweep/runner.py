@@ -228,17 +228,19 @@ def run_cell(
     prepare_cell(cell)
     meta_path = cell.dir / CELL_JSON
     log_path = cell.dir / "train.log"
-    t0 = time.perf_counter()
     for attempt in range(1, settings.max_retries + 2):
         # a started run resumes (from its newest intact checkpoint, or from the start if it has none)
         resume = cell_state(cell.dir) == "partial" or (cell.dir / "config.json").is_file()
         cmd = train_command(cell, settings, python=python, data_dir=data_dir, threads=threads, resume=resume)
         log(f"  {cell.name}: {'resuming' if resume else 'starting'} (attempt {attempt})")
         started = time.perf_counter()
-        rc = _attempt(cmd, log_path, attempt, settings.timeout_s, children)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["attempts"].append({"resume": resume, "exit_code": rc, "seconds": time.perf_counter() - started})
-        atomic_write_json(meta_path, meta)
+        rc: int | None = None  # None: this process was interrupted while the attempt ran
+        try:
+            rc = _attempt(cmd, log_path, attempt, settings.timeout_s, children)
+        finally:  # recorded however the attempt ends, so the cell's compute time survives an interrupted sweep
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta["attempts"].append({"resume": resume, "exit_code": rc, "seconds": time.perf_counter() - started})
+            atomic_write_json(meta_path, meta)
         if children.stopping:  # the sweep was interrupted while this cell ran: no retry
             raise KeyboardInterrupt
         if rc == 0:
@@ -249,9 +251,13 @@ def run_cell(
             return "failed"
     else:
         return "failed"
+    scoring = time.perf_counter()
     if settings.final_tasks == "stsb":
         score_stsb(cell, data_dir)
-    atomic_write_json(cell.dir / DONE, {"seconds": time.perf_counter() - t0, "finished": time.time()})
+    # the cell's seconds: every recorded attempt, those of earlier interrupted sweeps included, and the scoring
+    attempts = json.loads(meta_path.read_text(encoding="utf-8"))["attempts"]
+    seconds = sum(float(a["seconds"]) for a in attempts) + time.perf_counter() - scoring
+    atomic_write_json(cell.dir / DONE, {"seconds": seconds, "finished": time.time()})
     if settings.prune_checkpoints:
         shutil.rmtree(cell.dir / "checkpoints", ignore_errors=True)
     return "done"
