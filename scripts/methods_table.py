@@ -6,8 +6,8 @@
 
 Reads ``runs/sweeps/<name>/summary/groups.csv`` (written by ``csrl sweep``, or ``csrl sweep CONFIG
 --collect-only`` while a sweep is still running); a method with fewer than 3 finished seeds shows its ``n``.
-Geometry and the gradient paradigm's values are the last probe of training (step 100, on 1,000 wiki1m sentences),
-averaged over the finished seeds.
+Geometry and the gradient paradigm's values are the last probe of training (step 100, on 1,000 STS-B test
+sentence1 sentences: analysis only, never training or selection), averaged over the finished seeds.
 """
 
 from __future__ import annotations
