@@ -67,6 +67,7 @@ __all__ = [
     "check_run_folder",
     "data_fingerprint",
     "live_holder",
+    "owned_run",
     "read_holder",
     "run_folder",
     "stopped_message",
@@ -431,7 +432,7 @@ def check_run_folder(
     return folder
 
 
-def stopped_message(run_dir: Path, command: str = "csrl train") -> str:
+def stopped_message(run_dir: Path, command: str) -> str:
     """What an interrupted run says: where it stands and how to continue it (``command --resume RUN_DIR``)."""
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is None and not (run_dir / "config.json").exists():

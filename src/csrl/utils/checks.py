@@ -157,19 +157,6 @@ def device_problem(name: str) -> str | None:
     return None
 
 
-__all__ = [
-    "DEVICES",
-    "PATH_KINDS",
-    "SCHEMA_KEYS",
-    "PathKind",
-    "device_problem",
-    "path_problem",
-    "range_text",
-    "setting",
-    "value_problem",
-]
-
-
 def check_probe_schedule(dynamics_every: int, dynamics_early_every: int, log_every: int) -> None:
     """The geometry probe runs on logged steps only: ``train.dynamics_every`` and ``train.dynamics_early_every``
     (0 = off) must be multiples of ``train.log_every`` (training and pretraining configs alike)."""
@@ -179,3 +166,17 @@ def check_probe_schedule(dynamics_every: int, dynamics_early_every: int, log_eve
                 f"train.{name}={every} is not a multiple of train.log_every={log_every}",
                 hint="the geometry probe runs on logged steps only: use a multiple of log_every",
             )
+
+
+__all__ = [
+    "DEVICES",
+    "PATH_KINDS",
+    "SCHEMA_KEYS",
+    "PathKind",
+    "check_probe_schedule",
+    "device_problem",
+    "path_problem",
+    "range_text",
+    "setting",
+    "value_problem",
+]
